@@ -1,0 +1,41 @@
+"""batch-engage: engage customer profiles in a marketing scenario in bulk.
+
+Library use (Airflow, Prefect, notebooks)::
+
+    from batch_engage import RunOptions, run
+    summary = run(RunOptions(input=Path("customers.csv"), workflow_id=12, dry_run=True))
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("batch-engage")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0"
+
+from .errors import BatchEngageError, InputFileError, UsageError
+from .job import run
+from .mapper import Mapper, Request, RowError
+from .options import Matching, RunOptions, Secret, load_config
+from .reader import Record, open_table
+from .reporter import Summary
+from .status import ExitStatus
+
+__all__ = [
+    "BatchEngageError",
+    "ExitStatus",
+    "InputFileError",
+    "Mapper",
+    "Matching",
+    "Record",
+    "Request",
+    "RowError",
+    "RunOptions",
+    "Secret",
+    "Summary",
+    "UsageError",
+    "__version__",
+    "load_config",
+    "open_table",
+    "run",
+]

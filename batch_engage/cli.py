@@ -1,0 +1,309 @@
+"""The command line: the only module that knows about click, exit codes and the terminal."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import phonenumbers
+
+from . import __version__
+from .errors import BatchEngageError
+from .job import run as run_job
+from .options import ConfigFile, Matching, RunOptions, Secret, load_config
+from .reporter import Summary
+from .status import ExitStatus
+
+F = TypeVar("F", bound=Callable[..., Any])
+TOKEN_ENV = "BATCH_ENGAGE_TOKEN"
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+_DELIMITER_NAMES = {"comma": ",", "semicolon": ";", "tab": "\t", "\\t": "\t", "pipe": "|"}
+
+
+class CliError(click.ClickException):
+    """A message for the user and the exit code that goes with it."""
+
+    def __init__(self, message: str, status: ExitStatus) -> None:
+        super().__init__(message)
+        self.exit_code = int(status)
+
+
+@contextmanager
+def exit_statuses(verbose: bool) -> Iterator[None]:
+    """The one place where library exceptions become messages and exit codes."""
+    try:
+        yield
+    except click.ClickException:
+        raise
+    except BatchEngageError as e:
+        if verbose:
+            raise
+        raise CliError(str(e), ExitStatus.USAGE_OR_INPUT_ERROR) from None
+    except Exception as e:
+        if verbose:
+            raise
+        raise CliError(
+            f"unexpected error: {type(e).__name__}: {e}\n"
+            "Run the same command with -v to see the traceback, and report it.",
+            ExitStatus.STOPPED,
+        ) from None
+
+
+def _load_config(ctx: click.Context, _param: click.Parameter, value: Path | None) -> Path | None:
+    """Eager: the file's options become defaults, below the command line and environment."""
+    if value is None:
+        return None
+    known = frozenset(p.name for p in ctx.command.params if p.name and p.name != "config")
+    try:
+        config = load_config(value, known)
+    except BatchEngageError as e:
+        raise click.BadParameter(str(e), ctx=ctx, param=_param) from None
+    options = dict(config.options)
+    if isinstance(options.get("content"), dict):  # a [content] table instead of KEY=VALUE items
+        options["content"] = [f"{k}={v}" for k, v in options["content"].items()]
+    ctx.default_map = {**(ctx.default_map or {}), **options}
+    ctx.meta["batch_engage.config"] = config
+    return value
+
+
+def _parse_content(
+    _ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(
+                f"{item!r} is not KEY=VALUE; write e.g. --content promo_code=SPRING", param=param
+            )
+        pairs.append((key.strip(), value))
+    return tuple(pairs)
+
+
+def _parse_region(
+    _ctx: click.Context, param: click.Parameter, value: str | None
+) -> str | None:
+    if value is None:
+        return None
+    region = value.strip().upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise click.BadParameter(
+            f"{value!r} is not a two-letter country code; write e.g. RU, DE or US", param=param
+        )
+    return region
+
+
+def _parse_delimiter(
+    _ctx: click.Context, param: click.Parameter, value: str | None
+) -> str | None:
+    if value is None:
+        return None
+    delimiter = _DELIMITER_NAMES.get(value.lower(), value)
+    if len(delimiter) != 1:
+        raise click.BadParameter(
+            f"{value!r} is not one character; write e.g. ';', '|', tab or comma", param=param
+        )
+    return delimiter
+
+
+def read_token(token_file: Path | None, warn: Callable[[str], None]) -> Secret | None:
+    """--token-file wins over BATCH_ENGAGE_TOKEN; the value is never echoed."""
+    if token_file is None:
+        value = os.environ.get(TOKEN_ENV, "").strip()
+        return Secret(value) if value else None
+    try:
+        mode = token_file.stat().st_mode
+        text = token_file.read_text("utf-8-sig").strip()
+    except OSError as e:
+        raise CliError(
+            f"cannot read --token-file {token_file}: {e.strerror or e}",
+            ExitStatus.USAGE_OR_INPUT_ERROR,
+        ) from None
+    if mode & stat.S_IROTH:
+        warn(f"--token-file {token_file} can be read by every user of this machine; "
+             f"restrict it with: chmod 600 {token_file}")
+    if not text:
+        raise CliError(f"--token-file {token_file} is empty; put the API token in it",
+                       ExitStatus.USAGE_OR_INPUT_ERROR)
+    return Secret(text)
+
+
+def verbose_option(f: F) -> F:
+    return click.option(
+        "-v", "--verbose", "--traceback", "verbose", is_flag=True,
+        help="On an error, show the full traceback (never the token).",
+    )(f)
+
+
+def reading_options(f: F) -> F:
+    """How INPUT is read: shared by every command that reads a spreadsheet."""
+    for decorator in reversed([
+        click.option("--sheet", metavar="NAME",
+                     help="Worksheet of an Excel file. [default: the first sheet]"),
+        click.option("--encoding", metavar="NAME",
+                     help="Text encoding of a CSV, e.g. cp1251. [default: detected]"),
+        click.option("--delimiter", metavar="CHAR", callback=_parse_delimiter,
+                     help="Delimiter of a CSV: , ; | or tab. [default: detected]"),
+    ]):
+        f = decorator(f)
+    return f
+
+
+def mapping_options(f: F) -> F:
+    """How each row becomes a request."""
+    for decorator in reversed([
+        click.option("-w", "--workflow-id", type=int, metavar="INT",
+                     help="Scenario id (the request's id). [required]"),
+        click.option("--matching", type=click.Choice([m.value for m in Matching]),
+                     default=Matching.EMAIL.value, show_default=True,
+                     help="How profiles are matched; INPUT needs the matching column."),
+        click.option("--field-name", metavar="NAME",
+                     help="Profile field for --matching custom (values: field_value column)."),
+        click.option("--resource-id", type=int, metavar="INT",
+                     help="Default resource_id; a resource_id column overrides it per row."),
+        click.option("--phone-region", metavar="CC", callback=_parse_region,
+                     help="Country for phones written without +, e.g. RU. [default: + needed]"),
+        click.option("--content", "content", multiple=True, metavar="KEY=VALUE",
+                     callback=_parse_content,
+                     help="Content field sent with every row (repeatable)."),
+        click.option("--attach", multiple=True, type=click.Path(path_type=Path),
+                     metavar="PATH", help="File attached to every request (repeatable)."),
+        click.option("--attach-dir", type=click.Path(path_type=Path, file_okay=False),
+                     metavar="DIR",
+                     help="Only folder per-row attach paths may point into. "
+                          "[default: INPUT's folder]"),
+        click.option("--allow-duplicates", is_flag=True,
+                     help="Send rows whose identifier repeats an earlier row."),
+    ]):
+        f = decorator(f)
+    return f
+
+
+def sending_options(f: F) -> F:
+    """Where and how fast requests go."""
+    for decorator in reversed([
+        click.option("--api-url", envvar="BATCH_ENGAGE_API_URL", metavar="URL",
+                     help="API base URL. [env: BATCH_ENGAGE_API_URL]"),
+        click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False),
+                     metavar="PATH",
+                     help=f"File holding the API token. [default: env {TOKEN_ENV}]"),
+        click.option("--rate", type=click.FloatRange(min=0), default=10.0, show_default=True,
+                     help="Most requests per second over any 1-second window; 0 = no limit."),
+        click.option("--concurrency", type=click.IntRange(min=1), default=8,
+                     show_default=True, help="Most requests in flight at once."),
+        click.option("--max-attempts", type=click.IntRange(min=1), default=5,
+                     show_default=True, help="Tries per row for retryable failures."),
+        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0,
+                     show_default=True, help="Seconds per request."),
+    ]):
+        f = decorator(f)
+    return f
+
+
+def _echo_summary(summary: Summary) -> None:
+    what = "Dry run of" if summary.dry_run else "Run of"
+    click.echo(f"{what} {summary.input} ({summary.input_format}): {summary.rows} rows"
+               + (f", {summary.blank} blank rows skipped" if summary.blank else ""))
+    labels = {"valid": "valid, would be sent", "ok": "succeeded",
+              "validation": "invalid", "duplicate": "duplicate, skipped"}
+    for outcome, count in sorted(summary.outcomes.items(), key=lambda kv: -kv[1]):
+        click.echo(f"  {labels.get(outcome, outcome) + ':':<24}{count:>8}")
+    if summary.errors:
+        click.echo("Top errors:")
+        for code, count in summary.errors.most_common(5):
+            click.echo(f"  {code} ({count}), e.g. {summary.examples[code]}")
+    click.echo(f"Reports: {summary.out}{os.sep}")
+    if summary.failed:
+        click.echo(f"Fix the rows in {Path(summary.out) / 'failed.csv'} and run that file again.")
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "--version", prog_name="batch-engage")
+def cli() -> None:
+    """Engage customer profiles in a marketing scenario in bulk, from a CSV or Excel file.
+
+    Every row of the file becomes one "Engage profile in scenario" request
+    (POST /api/v1.1/workflows/start); the run folder gets a success and a failure report.
+
+    \b
+    Try it with no account and no network:
+        batch-engage run samples/customers.csv -w 12 --dry-run
+    """
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@mapping_options
+@sending_options
+@reading_options
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), metavar="DIR",
+              help="Run folder for reports and state. [default: runs/<INPUT stem>-<UTC time>]")
+@click.option("--config", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+              is_eager=True, expose_value=False, callback=_load_config,
+              help="TOML file of options plus a [columns] table that renames headers.")
+@click.option("--dry-run", is_flag=True,
+              help="Check and map every row, write requests.jsonl, send nothing.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@verbose_option
+def run(input_path: Path, verbose: bool, token_file: Path | None, **kw: Any) -> None:
+    """Send one "engage profile" request per row of INPUT (.csv .tsv .txt .xlsx .xlsm).
+
+    The matching column (email, phone, profile_id, field_value or custom_request) identifies
+    the profile; content.KEY columns fill {apicontent.KEY} in templates. Reports go to --out:
+    failed.csv can be fixed and run again as it is. Set the token in BATCH_ENGAGE_TOKEN or
+    a --token-file, never on the command line.
+
+    \b
+    Check a file without sending anything:
+        batch-engage run samples/customers.csv -w 12 --dry-run
+    Send it (exit 0: all sent, 1: some rows failed, 2: bad input, 3: stopped):
+        export BATCH_ENGAGE_API_URL=https://example.com
+        batch-engage run samples/customers.csv -w 12 --token-file ~/.engage-token
+    """
+    ctx = click.get_current_context()
+
+    def warn(message: str) -> None:
+        click.echo(f"warning: {message}", err=True)
+
+    config: ConfigFile | None = ctx.meta.get("batch_engage.config")
+    with exit_statuses(verbose):
+        token = None if kw["dry_run"] else read_token(token_file, warn)
+        options = RunOptions(
+            input=input_path,
+            workflow_id=kw["workflow_id"],
+            api_url=kw["api_url"],
+            token=token,
+            matching=Matching(kw["matching"]),
+            field_name=kw["field_name"],
+            resource_id=kw["resource_id"],
+            phone_region=kw["phone_region"],
+            content=kw["content"],
+            attach=tuple(kw["attach"]),
+            attach_dir=kw["attach_dir"],
+            rate_per_second=kw["rate"],
+            max_in_flight=kw["concurrency"],
+            max_attempts=kw["max_attempts"],
+            timeout_seconds=kw["timeout"],
+            out=kw["out"],
+            sheet=kw["sheet"],
+            encoding=kw["encoding"],
+            delimiter=kw["delimiter"],
+            columns=config.columns if config else {},
+            allow_duplicates=kw["allow_duplicates"],
+            dry_run=kw["dry_run"],
+            quiet=kw["quiet"],
+        )
+        summary = run_job(options, on_warning=warn)
+    _echo_summary(summary)
+    ctx.exit(ExitStatus.ROWS_FAILED if summary.failed else ExitStatus.SUCCESS)
+
+
+def main() -> None:
+    cli(prog_name="batch-engage")
+
+

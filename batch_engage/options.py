@@ -1,0 +1,178 @@
+"""What a run is asked to do: the options, the secret token and the TOML config file."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+
+class Matching(StrEnum):
+    EMAIL = "email"
+    PHONE = "phone"
+    PROFILE_ID = "profile_id"
+    CUSTOM = "custom"
+    CUSTOM_REQUEST = "custom_request"
+
+
+class Secret:
+    """Holds the API token so that printing, logging or a traceback shows ``***``."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything one run needs; the CLI and library callers build the same object."""
+
+    input: Path
+    workflow_id: int | None = None
+    api_url: str | None = None
+    token: Secret | None = None
+    matching: Matching = Matching.EMAIL
+    field_name: str | None = None
+    resource_id: int | None = None
+    phone_region: str | None = None
+    content: tuple[tuple[str, str], ...] = ()
+    attach: tuple[Path, ...] = ()
+    attach_dir: Path | None = None
+    rate_per_second: float = 10.0
+    max_in_flight: int = 8
+    max_attempts: int = 5
+    timeout_seconds: float = 30.0
+    out: Path | None = None
+    sheet: str | None = None
+    encoding: str | None = None
+    delimiter: str | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+    allow_duplicates: bool = False
+    dry_run: bool = False
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if self.workflow_id is None:
+            raise UsageError("a workflow id is required: pass -w/--workflow-id (the scenario id)")
+        if self.matching is Matching.CUSTOM and not self.field_name:
+            raise UsageError(
+                "--matching custom needs --field-name, the profile field to match on "
+                "(e.g. --field-name CRM_ID); the values come from the field_value column"
+            )
+        if self.field_name and self.matching is not Matching.CUSTOM:
+            raise UsageError("--field-name only works with --matching custom")
+        if not self.dry_run:
+            if not self.api_url:
+                raise UsageError(
+                    "an API URL is required: pass --api-url or set BATCH_ENGAGE_API_URL"
+                )
+            if self.token is None:
+                raise UsageError(
+                    "an API token is required: set the BATCH_ENGAGE_TOKEN environment "
+                    "variable or pass --token-file PATH (a file that holds only the token)"
+                )
+
+    def public(self) -> dict[str, Any]:
+        """The options as plain JSON values, for summary.json; the token is left out."""
+        return {
+            "input": str(self.input),
+            "workflow_id": self.workflow_id,
+            "api_url": self.api_url,
+            "matching": self.matching.value,
+            "field_name": self.field_name,
+            "resource_id": self.resource_id,
+            "phone_region": self.phone_region,
+            "content": dict(self.content),
+            "attach": [str(p) for p in self.attach],
+            "attach_dir": str(self.attach_dir) if self.attach_dir else None,
+            "rate": self.rate_per_second,
+            "concurrency": self.max_in_flight,
+            "max_attempts": self.max_attempts,
+            "timeout": self.timeout_seconds,
+            "sheet": self.sheet,
+            "encoding": self.encoding,
+            "delimiter": self.delimiter,
+            "columns": self.columns,
+            "allow_duplicates": self.allow_duplicates,
+            "dry_run": self.dry_run,
+        }
+
+
+# Config keys that name files: they are taken relative to the config file's folder, so a
+# config works the same from cron, a shell in another folder, or an Airflow task.
+_PATH_KEYS = frozenset({"attach", "attach_dir", "token_file"})
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    options: dict[str, Any]
+    """Option values keyed by their CLI parameter name (``workflow_id``, ``phone_region``...)."""
+    columns: dict[str, str]
+    """The ``[columns]`` table: input header -> column name batch-engage understands."""
+
+
+def load_config(path: Path, known_options: frozenset[str]) -> ConfigFile:
+    """Read a TOML config; refuse unknown keys so a typo never silently does nothing."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise UsageError(f"cannot read config file {path}: {e.strerror or e}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise UsageError(f"config file {path} is not UTF-8 text; save it as UTF-8") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"config file {path} is not valid TOML: {e}") from None
+
+    columns_raw = data.pop("columns", {})
+    if not isinstance(columns_raw, dict) or not all(
+        isinstance(v, str) for v in columns_raw.values()
+    ):
+        raise UsageError(
+            f'config file {path}: [columns] must map header names to names, e.g. "E-mail" = "email"'
+        )
+    options: dict[str, Any] = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name == "token":
+            raise UsageError(
+                f"config file {path} holds a token: remove it and set BATCH_ENGAGE_TOKEN or "
+                "token_file instead, so the secret does not travel with the config"
+            )
+        if name not in known_options:
+            raise UsageError(
+                f"config file {path}: unknown option {key!r}; known options are "
+                + ", ".join(sorted(known_options))
+            )
+        if name in _PATH_KEYS:
+            value = _relative_to(path.parent, value)
+        options[name] = value
+    return ConfigFile(options=options, columns=dict(columns_raw))
+
+
+def _relative_to(folder: Path, value: Any) -> Any:
+    if isinstance(value, str):
+        return str(folder / value)
+    if isinstance(value, list):
+        return [str(folder / v) if isinstance(v, str) else v for v in value]
+    return value

@@ -1,0 +1,303 @@
+"""Stream the rows of a CSV/TSV/TXT or XLSX/XLSM file as the text the user sees in each cell."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Protocol
+
+import python_calamine
+from charset_normalizer import from_bytes
+
+from .errors import InputFileError
+
+TEXT_SUFFIXES = frozenset({".csv", ".tsv", ".txt"})
+EXCEL_SUFFIXES = frozenset({".xlsx", ".xlsm"})
+DELIMITERS = (",", ";", "\t", "|")
+_DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+# Enough text to see the encoding and a few dozen rows, small enough to read at every start.
+_SAMPLE_BYTES = 64 * 1024
+# A cell may legitimately be large (JSON content); the request size limit judges it, not csv.
+csv.field_size_limit(2**31 - 1)
+# batch-engage's own reports end with these; reading a report back ignores them.
+REPORT_COLUMNS = ("_row", "_stage", "_error", "_error_text", "_attempts")
+# Excel-safety prefix that reporter adds to cells; stripped again when a report is read back.
+FORMULA_GUARD = "'"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    number: int
+    """The row number the spreadsheet shows (the header is row 1 for a file that starts there)."""
+    cells: list[str]
+    """One text per header column, "" for an empty or missing cell."""
+    extra: list[str]
+    """Non-empty cells to the right of the last header column (a ragged row)."""
+
+
+class Table(Protocol):
+    path: Path
+    headers: list[str]
+    description: str
+
+    def records(self) -> Iterator[Record]: ...
+
+    def close(self) -> None: ...
+
+
+def open_table(
+    path: Path,
+    *,
+    encoding: str | None = None,
+    delimiter: str | None = None,
+    sheet: str | None = None,
+) -> Table:
+    """Open INPUT by its suffix. Raises InputFileError with a fix for anything unreadable."""
+    suffix = path.suffix.lower()
+    if not path.exists():
+        raise InputFileError(f"input file {path} does not exist")
+    if path.is_dir():
+        raise InputFileError(f"input {path} is a folder; give the path of a CSV or Excel file")
+    if suffix in TEXT_SUFFIXES:
+        if sheet is not None:
+            raise InputFileError(f"--sheet only applies to Excel files, and {path.name} is text")
+        return TextTable(path, encoding=encoding, delimiter=delimiter)
+    if suffix in EXCEL_SUFFIXES:
+        if encoding is not None or delimiter is not None:
+            raise InputFileError(
+                f"--encoding and --delimiter only apply to text files, and {path.name} is Excel"
+            )
+        return ExcelTable(path, sheet=sheet)
+    if suffix in {".xls", ".ods", ".xlsb", ".numbers"}:
+        raise InputFileError(
+            f"{path.name}: {suffix} files are not read; open it in your spreadsheet program and "
+            "save it as .xlsx (Excel Workbook) or .csv (CSV UTF-8)"
+        )
+    raise InputFileError(
+        f"{path.name}: unknown file type {suffix or '(no suffix)'}; batch-engage reads "
+        ".csv, .tsv, .txt, .xlsx and .xlsm"
+    )
+
+
+def _clean_headers(headers: list[str]) -> list[str]:
+    if headers:
+        headers[0] = headers[0].removeprefix("\ufeff")
+    # Excel often counts formatted but empty columns as used; they carry no header.
+    while headers and not headers[-1].strip():
+        headers.pop()
+    return headers
+
+
+def _is_own_report(headers: list[str]) -> bool:
+    return any(h.strip().casefold() == "_row" for h in headers)
+
+
+def _record(number: int, row: list[str], width: int, unguard: bool) -> Record:
+    if unguard:
+        row = [c[1:] if c.startswith(FORMULA_GUARD) else c for c in row]
+    if len(row) < width:
+        row.extend([""] * (width - len(row)))
+        return Record(number, row, [])
+    if len(row) == width:
+        return Record(number, row, [])
+    return Record(number, row[:width], [c for c in row[width:] if c.strip()])
+
+
+# --- text files ------------------------------------------------------------------------------
+
+
+def detect_encoding(sample: bytes, at_eof: bool) -> str:
+    """Name the codec of a text file from its first bytes."""
+    if sample.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    if b"\x00" in sample:
+        # UTF-16 without a BOM puts a zero byte beside every ASCII character.
+        even, odd = sample[0::2], sample[1::2]
+        if odd.count(0) > len(odd) * 0.3 and even.count(0) == 0:
+            return "utf-16-le"
+        if even.count(0) > len(even) * 0.3 and odd.count(0) == 0:
+            return "utf-16-be"
+        raise InputFileError(
+            "the file holds binary data, not text; export the sheet as CSV or save it as .xlsx"
+        )
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=at_eof)
+        return "utf-8"
+    except UnicodeDecodeError:
+        pass
+    best = from_bytes(sample, cp_isolation=["cp1251", "cp1252"]).best()
+    if best is None:
+        raise InputFileError(
+            "cannot tell the text encoding; pass --encoding (utf-8, cp1251 or cp1252), "
+            "or save the file as CSV UTF-8"
+        )
+    return str(best.encoding)
+
+
+def detect_delimiter(lines: list[str], preferred: str | None) -> str:
+    """Pick the delimiter that splits the header into most columns and the rows consistently.
+
+    Only the four delimiters spreadsheets export are candidates, so a one-column file of
+    emails is never split on a letter.
+    """
+    best: tuple[float, int, int] | None = None
+    chosen = preferred or ","
+    for delim in DELIMITERS:
+        rows = [r for r in csv.reader(lines, delimiter=delim) if any(c.strip() for c in r)]
+        if not rows or len(rows[0]) < 2:
+            continue
+        width = len(rows[0])
+        body = rows[1:] or rows
+        consistent = sum(len(r) == width for r in body) / len(body)
+        score = (consistent, width, delim == preferred)
+        if best is None or score > best:
+            best, chosen = score, delim
+    return chosen
+
+
+class TextTable:
+    def __init__(self, path: Path, *, encoding: str | None, delimiter: str | None) -> None:
+        self.path = path
+        with path.open("rb") as raw:
+            sample = raw.read(_SAMPLE_BYTES)
+            at_eof = not raw.read(1)
+        if not sample.strip():
+            raise InputFileError(f"{path.name} is empty; it needs a header row and data rows")
+        if encoding is not None:
+            try:
+                codecs.lookup(encoding)
+            except LookupError:
+                raise InputFileError(
+                    f"unknown encoding {encoding!r}; use e.g. utf-8, cp1251 or cp1252"
+                ) from None
+        self.encoding = encoding or detect_encoding(sample, at_eof)
+        text = sample.decode(self.encoding, errors="replace")
+        lines = text.splitlines(keepends=True)
+        if not at_eof and len(lines) > 1:
+            lines.pop()  # probably cut in the middle
+        if delimiter is not None and len(delimiter) != 1:
+            raise InputFileError(
+                f"--delimiter must be one character, not {delimiter!r}; e.g. ';' or tab"
+            )
+        preferred = "\t" if path.suffix.lower() == ".tsv" else None
+        self.delimiter = delimiter or detect_delimiter(lines, preferred)
+        self._file: IO[str] = path.open(encoding=self.encoding, newline="")
+        self._reader = csv.reader(self._file, delimiter=self.delimiter)
+        self._line = 1
+        try:
+            header_row = next(self._reader, [])
+        except (UnicodeDecodeError, csv.Error) as e:
+            self.close()
+            raise self._read_error(e, 1) from None
+        self.headers = _clean_headers(header_row)
+        if not self.headers:
+            self.close()
+            raise InputFileError(f"{path.name} has no header row; the first row must name columns")
+        self._unguard = _is_own_report(self.headers)
+        name = _DELIMITER_NAMES.get(self.delimiter, repr(self.delimiter))
+        self.description = f"text, {self.encoding}, {name}-separated"
+
+    def records(self) -> Iterator[Record]:
+        width = len(self.headers)
+        number = 1
+        try:
+            for row in self._reader:
+                number += 1
+                yield _record(number, row, width, self._unguard)
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise self._read_error(e, number + 1) from None
+
+    def _read_error(self, error: Exception, number: int) -> InputFileError:
+        if isinstance(error, UnicodeDecodeError):
+            other = "cp1251" if self.encoding.startswith("utf") else "utf-8"
+            return InputFileError(
+                f"row {number}: the text is not valid {self.encoding}; "
+                f"try --encoding {other}, or save the file as CSV UTF-8"
+            )
+        return InputFileError(f"row {number}: the file cannot be read as a table ({error})")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+# --- Excel files -----------------------------------------------------------------------------
+
+# Integers beyond 2**53 are not exact in a float; Excel itself keeps only 15 digits.
+_EXACT_INT_LIMIT = 2**53
+
+
+def excel_text(value: object) -> str:
+    """The cell as the user reads it: no '.0' on whole numbers, ISO 8601 dates, '' for empty."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < _EXACT_INT_LIMIT:
+            return str(int(value))
+        return repr(value)  # the shortest text that reads back as the same number
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, dt.datetime):
+        if value.time() == dt.time(0):
+            return value.date().isoformat()
+        return value.isoformat(timespec="seconds" if not value.microsecond else "auto")
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    if value is None:
+        return ""
+    return str(value)
+
+
+class ExcelTable:
+    def __init__(self, path: Path, *, sheet: str | None) -> None:
+        self.path = path
+        try:
+            book = python_calamine.CalamineWorkbook.from_path(str(path))
+        except python_calamine.PasswordError:
+            raise InputFileError(
+                f"{path.name} is password-protected; save a copy without a password "
+                "(File > Info > Protect Workbook) and use that"
+            ) from None
+        except (python_calamine.CalamineError, OSError, ValueError) as e:
+            raise InputFileError(
+                f"{path.name} cannot be opened as an Excel workbook ({e}); open it in Excel "
+                "and save it again as .xlsx, or export the sheet as CSV"
+            ) from None
+        names = book.sheet_names
+        if not names:
+            raise InputFileError(f"{path.name} has no worksheets")
+        name = names[0] if sheet is None else sheet
+        if name not in names:
+            raise InputFileError(
+                f"{path.name} has no sheet named {sheet!r}; its sheets are: "
+                + ", ".join(repr(n) for n in names)
+            )
+        try:
+            self._sheet = book.get_sheet_by_name(name)
+        except python_calamine.CalamineError as e:
+            raise InputFileError(f"{path.name}: sheet {name!r} cannot be read ({e})") from None
+        self.sheet_name = name
+        self._rows = iter(self._sheet.iter_rows())
+        header_row = next(self._rows, None)
+        self._first = self._sheet.start[0] + 1 if self._sheet.start else 1
+        self.headers = _clean_headers([excel_text(v) for v in header_row or []])
+        if not self.headers:
+            raise InputFileError(f"sheet {name!r} of {path.name} is empty")
+        self._unguard = _is_own_report(self.headers)
+        self.description = f"Excel, sheet {name!r}"
+
+    def records(self) -> Iterator[Record]:
+        width = len(self.headers)
+        for number, row in enumerate(self._rows, start=self._first + 1):
+            yield _record(number, [excel_text(v) for v in row], width, self._unguard)
+
+    def close(self) -> None:
+        """Nothing to release: calamine reads the sheet into memory when it is opened."""
+

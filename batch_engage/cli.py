@@ -6,6 +6,7 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -307,3 +308,53 @@ def main() -> None:
     cli(prog_name="batch-engage")
 
 
+
+
+def _demo_inputs(samples: Path) -> list[tuple[Path, Path]]:
+    """Each sample is a data file with a TOML config of the same name beside it."""
+    pairs = []
+    for config in sorted(samples.glob("*.toml")):
+        data = [p for p in config.parent.glob(config.stem + ".*") if p.suffix != ".toml"]
+        if len(data) == 1:
+            pairs.append((data[0], config))
+    return pairs
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--samples", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              default="samples", show_default=True,
+              help="Folder of sample files, each with a TOML config of the same name.")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), metavar="DIR",
+              help="Folder for the runs' reports. [default: runs/demo-<UTC time>]")
+@verbose_option
+def demo(samples: Path, out: Path | None, verbose: bool) -> None:
+    """Run every sample file through `run --dry-run` and show what each would send.
+
+    Needs no network, no token and no arguments; run it from the repository folder.
+
+    \b
+        batch-engage demo
+    """
+    ctx = click.get_current_context()
+    pairs = _demo_inputs(samples)
+    if not pairs:
+        raise CliError(f"no samples in {samples}: each needs a data file and a .toml config "
+                       "of the same name", ExitStatus.USAGE_OR_INPUT_ERROR)
+    base = out or Path("runs") / f"demo-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+    worst = ExitStatus.SUCCESS
+    for data, config in pairs:
+        click.echo(f"\n$ batch-engage run {data} --config {config} --dry-run")
+        args = [str(data), "--config", str(config), "--dry-run", "--out", str(base / data.stem)]
+        if verbose:
+            args.append("-v")
+        with run.make_context("run", args, parent=ctx) as sub:
+            try:
+                run.invoke(sub)
+                code = ExitStatus.SUCCESS
+            except click.exceptions.Exit as e:
+                code = ExitStatus(e.exit_code)
+            except click.ClickException as e:
+                e.show()
+                code = ExitStatus(e.exit_code)
+        worst = max(worst, code)
+    ctx.exit(worst)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import csv
 import datetime as dt
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ _SAMPLE_BYTES = 64 * 1024
 csv.field_size_limit(2**31 - 1)
 # batch-engage's own reports end with these; reading a report back ignores them.
 REPORT_COLUMNS = ("_row", "_stage", "_error", "_error_text", "_attempts")
+_UNDECODED = re.compile("[\udc80-\udcff]")
 # Excel-safety prefix that reporter adds to cells; stripped again when a report is read back.
 FORMULA_GUARD = "'"
 
@@ -187,11 +189,17 @@ class TextTable:
             )
         preferred = "\t" if path.suffix.lower() == ".tsv" else None
         self.delimiter = delimiter or detect_delimiter(lines, preferred)
-        self._file: IO[str] = path.open(encoding=self.encoding, newline="")
+        # Undecodable bytes become lone surrogates, so the row holding them can be named;
+        # a strict decoder fails a whole read-ahead chunk away from the row.
+        self._file: IO[str] = path.open(
+            encoding=self.encoding, errors="surrogateescape", newline=""
+        )
         self._reader = csv.reader(self._file, delimiter=self.delimiter)
         self._line = 1
         try:
             header_row = next(self._reader, [])
+            if _UNDECODED.search("".join(header_row)):
+                raise UnicodeDecodeError(self.encoding, b"", 0, 1, "undecodable byte")
         except (UnicodeDecodeError, csv.Error) as e:
             self.close()
             raise self._read_error(e, 1) from None
@@ -209,9 +217,11 @@ class TextTable:
         try:
             for row in self._reader:
                 number += 1
+                if _UNDECODED.search("".join(row)):
+                    raise UnicodeDecodeError(self.encoding, b"", 0, 1, "undecodable byte")
                 yield _record(number, row, width, self._unguard)
         except (UnicodeDecodeError, csv.Error) as e:
-            raise self._read_error(e, number + 1) from None
+            raise self._read_error(e, number + 1 if isinstance(e, csv.Error) else number) from None
 
     def _read_error(self, error: Exception, number: int) -> InputFileError:
         if isinstance(error, UnicodeDecodeError):
@@ -284,10 +294,14 @@ class ExcelTable:
         except python_calamine.CalamineError as e:
             raise InputFileError(f"{path.name}: sheet {name!r} cannot be read ({e})") from None
         self.sheet_name = name
-        self._rows = iter(self._sheet.iter_rows())
-        header_row = next(self._rows, None)
-        self._first = self._sheet.start[0] + 1 if self._sheet.start else 1
-        self.headers = _clean_headers([excel_text(v) for v in header_row or []])
+        # calamine yields rows from the sheet's first row, so numbers match what Excel shows;
+        # the header is the first row with any text (sheets often start with empty rows).
+        self._rows = enumerate(self._sheet.iter_rows(), start=1)
+        self.headers = []
+        for _, header_row in self._rows:
+            self.headers = _clean_headers([excel_text(v) for v in header_row])
+            if self.headers:
+                break
         if not self.headers:
             raise InputFileError(f"sheet {name!r} of {path.name} is empty")
         self._unguard = _is_own_report(self.headers)
@@ -295,7 +309,7 @@ class ExcelTable:
 
     def records(self) -> Iterator[Record]:
         width = len(self.headers)
-        for number, row in enumerate(self._rows, start=self._first + 1):
+        for number, row in self._rows:
             yield _record(number, [excel_text(v) for v in row], width, self._unguard)
 
     def close(self) -> None:

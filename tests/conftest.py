@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from batch_engage.cli import cli
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "samples"
+
+CliRun = Callable[..., Result]
+
+
+@pytest.fixture
+def invoke(monkeypatch: pytest.MonkeyPatch) -> CliRun:
+    """Run the CLI in-process; stdout and stderr are kept apart."""
+    monkeypatch.delenv("BATCH_ENGAGE_TOKEN", raising=False)
+    monkeypatch.delenv("BATCH_ENGAGE_API_URL", raising=False)
+
+    def _invoke(*args: str | Path, env: dict[str, str] | None = None) -> Result:
+        return CliRunner().invoke(cli, [str(a) for a in args], env=env, catch_exceptions=False)
+
+    return _invoke
+
+
+def write_csv(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def read_requests(out: Path) -> list[dict[str, Any]]:
+    lines = (out / "requests.jsonl").read_text("utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def read_summary(out: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((out / "summary.json").read_text("utf-8"))
+    return data

@@ -1,0 +1,227 @@
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import openpyxl
+import pytest
+
+from batch_engage.errors import InputFileError
+from batch_engage.reader import Record, detect_delimiter, excel_text, open_table
+
+from .conftest import write_csv
+
+RUSSIAN = "email;Имя;Город\r\nivan@yandex.ru;Иван;Москва\r\nolga@mail.ru;Ольга;Казань\r\n"
+
+
+def rows(path: Path, **kw: str) -> tuple[list[str], list[Record]]:
+    table = open_table(path, **kw)
+    try:
+        return table.headers, list(table.records())
+    finally:
+        table.close()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "expected"),
+    [
+        ("utf-8", "utf-8"),
+        ("utf-8-sig", "utf-8-sig"),
+        ("cp1251", "cp1251"),
+        ("utf-16", "utf-16"),  # Excel's "Unicode text" has a BOM
+    ],
+)
+def test_detects_encoding_of_russian_text(tmp_path: Path, encoding: str, expected: str) -> None:
+    path = write_csv(tmp_path / "in.csv", RUSSIAN, encoding)
+    table = open_table(path)
+    table.close()
+    headers, records = rows(path)
+    assert table.description.startswith(f"text, {expected},")
+    assert headers == ["email", "Имя", "Город"]
+    assert [r.cells for r in records] == [
+        ["ivan@yandex.ru", "Иван", "Москва"],
+        ["olga@mail.ru", "Ольга", "Казань"],
+    ]
+
+
+def test_detects_cp1252_western_text(tmp_path: Path) -> None:
+    text = "email,name,city\nfrancois@x.fr,François Müller,Zürich\njose@x.es,José Núñez,Málaga\n"
+    path = write_csv(tmp_path / "in.csv", text, "cp1252")
+    _, records = rows(path)
+    assert records[0].cells[1] == "François Müller"
+    assert records[1].cells[2] == "Málaga"
+
+
+def test_excel_unicode_text_is_tab_separated_utf16(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "in.txt", RUSSIAN.replace(";", "\t"), "utf-16")
+    headers, records = rows(path)
+    assert headers == ["email", "Имя", "Город"]
+    assert records[1].cells == ["olga@mail.ru", "Ольга", "Казань"]
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t", "|"])
+def test_detects_each_delimiter(tmp_path: Path, delimiter: str) -> None:
+    text = delimiter.join(["email", "content.name", "content.note"]) + "\n"
+    text += delimiter.join(["a@b.co", "Ann", "x, y; z"]) + "\n" if delimiter == "|" else ""
+    text += delimiter.join(["c@d.co", "Bob", "plain"]) + "\n"
+    headers, records = rows(write_csv(tmp_path / "in.csv", text))
+    assert headers == ["email", "content.name", "content.note"]
+    assert records[-1].cells == ["c@d.co", "Bob", "plain"]
+
+
+def test_one_column_file_is_not_split_on_a_letter(tmp_path: Path) -> None:
+    text = "email\nanna@mail.ru\nsergey.ivanov@yandex.ru\nmaria@example.com\n"
+    headers, records = rows(write_csv(tmp_path / "in.csv", text))
+    assert headers == ["email"]
+    assert [r.cells for r in records] == [
+        ["anna@mail.ru"], ["sergey.ivanov@yandex.ru"], ["maria@example.com"],
+    ]
+
+
+def test_delimiter_prefers_consistent_split() -> None:
+    # Commas appear inside values, but only semicolons split every row the same way.
+    lines = ["email;note\n", "a@b.co;x, y\n", "c@d.co;one, two, three\n"]
+    assert detect_delimiter(lines, None) == ";"
+
+
+def test_overrides_win_over_detection(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "in.csv", "email;name\na@b.co;Ann\n", "cp1252")
+    headers, _ = rows(path, delimiter=",", encoding="cp1251")
+    assert headers == ["email;name"]
+
+
+def test_cells_keep_leading_zeros_and_empty_is_empty(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "in.csv", "phone,id\n79001234567,03999315\n,\n89001234567,007\n")
+    _, records = rows(path)
+    assert [r.cells for r in records] == [
+        ["79001234567", "03999315"], ["", ""], ["89001234567", "007"],
+    ]
+
+
+def test_quoted_newline_is_one_row_and_numbers_follow_records(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "in.csv", 'email,note\na@b.co,"two\nlines"\nc@d.co,x\n')
+    _, records = rows(path)
+    assert [(r.number, r.cells[1]) for r in records] == [(2, "two\nlines"), (3, "x")]
+
+
+def test_ragged_rows_are_padded_or_keep_their_extra_cells(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "in.csv", "a,b,c\n1\n1,2,3,4,\n1,2,3,,\n")
+    _, records = rows(path)
+    assert records[0] == Record(2, ["1", "", ""], [])
+    assert records[1] == Record(3, ["1", "2", "3"], ["4"])
+    assert records[2] == Record(4, ["1", "2", "3"], [])
+
+
+def test_reading_own_report_back_removes_formula_guard(tmp_path: Path) -> None:
+    text = "email,content.code,_row,_error\na@b.co,'=1+1,2,x\nc@d.co,''quoted,3,y\n"
+    _, records = rows(write_csv(tmp_path / "failed.csv", text))
+    assert records[0].cells[:2] == ["a@b.co", "=1+1"]
+    assert records[1].cells[:2] == ["c@d.co", "'quoted"]
+
+
+def test_other_files_keep_a_leading_quote(tmp_path: Path) -> None:
+    _, records = rows(write_csv(tmp_path / "in.csv", "email,code\na@b.co,'=1\n"))
+    assert records[0].cells == ["a@b.co", "'=1"]
+
+
+def test_invalid_utf8_late_in_file_names_row_and_fix(tmp_path: Path) -> None:
+    good = "email,name\n" + "a@b.co,Ann\n" * 20000
+    path = tmp_path / "in.csv"
+    path.write_bytes(good.encode() + "x@y.co,Иван\n".encode("cp1251"))
+    table = open_table(path)
+    with pytest.raises(InputFileError, match=r"row 20002: .*not valid utf-8; try --encoding cp1251"):
+        list(table.records())
+    table.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("missing.csv", None, "does not exist"),
+        ("empty.csv", b"", "is empty"),
+        ("blank.csv", b"\n\n  \n", "is empty"),
+        ("garbage.csv", bytes(range(256)) * 10, "binary data"),
+        ("old.xls", b"x", "save it as .xlsx"),
+        ("table.ods", b"x", "save it as .xlsx"),
+        ("data.json", b"{}", "unknown file type .json"),
+        ("broken.xlsx", b"PK\x03\x04 not really a zip", "cannot be opened as an Excel workbook"),
+    ],
+)
+def test_file_level_errors(tmp_path: Path, name: str, content: bytes | None, message: str) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(InputFileError, match=message):
+        open_table(path)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (79001234567.0, "79001234567"),
+        (2.5, "2.5"),
+        (0.1, "0.1"),
+        (-3.0, "-3"),
+        (-0.0, "0"),
+        (1e20, "1e+20"),
+        (True, "TRUE"),
+        (dt.date(1990, 1, 15), "1990-01-15"),
+        (dt.datetime(1990, 1, 15, 8, 30), "1990-01-15T08:30:00"),
+        (dt.datetime(1990, 1, 15), "1990-01-15"),
+        (dt.time(8, 30), "08:30:00"),
+        ("03999315", "03999315"),
+        ("", ""),
+    ],
+)
+def test_excel_text(value: object, text: str) -> None:
+    assert excel_text(value) == text
+
+
+def make_xlsx(path: Path, sheets: dict[str, list[list[object]]]) -> Path:
+    wb = openpyxl.Workbook()
+    wb.remove(wb.active)  # type: ignore[arg-type]
+    for name, data in sheets.items():
+        ws = wb.create_sheet(name)
+        for row in data:
+            ws.append(row)
+    wb.save(path)
+    return path
+
+
+def test_xlsx_numbers_dates_and_blank_cells(tmp_path: Path) -> None:
+    path = make_xlsx(tmp_path / "in.xlsx", {"S": [
+        ["Phone", "id", "born", "balance"],
+        [79001234567, "03999315", dt.date(1990, 1, 15), 2.5],
+        [None, "00012", None, 3],
+        [79261112233, "x", dt.datetime(2026, 1, 2, 3, 4, 5), None],
+    ]})
+    headers, records = rows(path)
+    assert headers == ["Phone", "id", "born", "balance"]
+    assert [r.cells for r in records] == [
+        ["79001234567", "03999315", "1990-01-15", "2.5"],
+        ["", "00012", "", "3"],
+        ["79261112233", "x", "2026-01-02T03:04:05", ""],
+    ]
+
+
+def test_xlsx_sheet_choice_and_row_numbers(tmp_path: Path) -> None:
+    path = make_xlsx(tmp_path / "in.xlsx", {
+        "First": [["email"], ["a@b.co"]],
+        "Second": [["email"], ["c@d.co"], [None], ["e@f.co"]],
+    })
+    _, records = rows(path, sheet="Second")
+    assert [(r.number, r.cells) for r in records] == [(2, ["c@d.co"]), (3, [""]), (4, ["e@f.co"])]
+    with pytest.raises(InputFileError, match="no sheet named 'Third'; its sheets are: 'First', 'Second'"):
+        open_table(path, sheet="Third")
+
+
+def test_xlsx_that_starts_lower_keeps_sheet_row_numbers(tmp_path: Path) -> None:
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    assert ws is not None
+    ws["B3"], ws["C3"] = "email", "content.x"
+    ws["B4"], ws["C4"] = "a@b.co", "1"
+    wb.save(tmp_path / "in.xlsx")
+    headers, records = rows(tmp_path / "in.xlsx")
+    assert headers == ["email", "content.x"]
+    assert [(r.number, r.cells) for r in records] == [(4, ["a@b.co", "1"])]

@@ -223,7 +223,7 @@ def _echo_summary(summary: Summary) -> None:
         click.echo(f"Fix the rows in {Path(summary.out) / 'failed.csv'} and run that file again.")
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+@click.group("batch-engage", context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "--version", prog_name="batch-engage")
 def cli() -> None:
     """Engage customer profiles in a marketing scenario in bulk, from a CSV or Excel file.
@@ -305,7 +305,7 @@ def run(input_path: Path, verbose: bool, token_file: Path | None, **kw: Any) -> 
 
 
 def main() -> None:
-    cli(prog_name="batch-engage")
+    cli()
 
 
 

@@ -1,0 +1,100 @@
+"""Property tests: any row maps to a valid JSON body holding exactly the mapped fields,
+or is rejected with a message naming its row; nothing crashes."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from batch_engage.errors import InputFileError
+from batch_engage.job import run
+from batch_engage.mapper import IDENTIFIER_COLUMN, Mapper, Request, RowError, parse_json_cell
+from batch_engage.options import Matching, RunOptions
+from batch_engage.reader import Record
+
+HEADERS = ["email", "content.a", "content.b.c", "resource_id", "subscription_filter.not_strict",
+           "ignored"]
+ERROR_CODES = {"missing_value", "invalid_email", "invalid_resource_id", "invalid_boolean",
+               "duplicate", "extra_cells", "body_too_large"}
+
+emails = st.one_of(st.emails().map(str), st.text(max_size=30))
+cells = st.one_of(st.text(max_size=40), st.just(""), st.just('["x", 1]'), st.just('{"k": "v"}'))
+ints = st.one_of(st.integers(-10, 10**6).map(str), st.text(max_size=5), st.just(""))
+bools = st.sampled_from(["", "true", "FALSE", "1", "no", "maybe"])
+rows = st.lists(st.tuples(emails, cells, cells, ints, bools, st.text(max_size=10)),
+                min_size=1, max_size=20)
+
+
+def expected_content(a: str, bc: str) -> dict[str, Any]:
+    content: dict[str, Any] = {}
+    if a.strip():
+        content["a"] = parse_json_cell(a)
+    if bc.strip():
+        content["b"] = {"c": parse_json_cell(bc)}
+    return content
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(rows)
+def test_rows_map_to_exact_bodies_or_row_errors(data: list[tuple[str, ...]]) -> None:
+    options = RunOptions(input=Path("in.csv"), workflow_id=5, dry_run=True)
+    mapper = Mapper(HEADERS, options, "***", lambda _: None)
+    for number, row in enumerate(data, start=2):
+        result = mapper.map(Record(number, list(row), []))
+        if isinstance(result, RowError):
+            assert result.row == number
+            assert result.error in ERROR_CODES
+            assert result.text.startswith(f"row {number}")
+            continue
+        assert isinstance(result, Request)
+        body = json.loads(result.body)
+        email, a, bc, resource, not_strict, _ = row
+        expected: dict[str, Any] = {"token": "***", "id": 5, "matching": "email",
+                                    "email": email.strip()}
+        if resource.strip():
+            expected["resource_id"] = int(resource)
+        if not_strict.strip():
+            expected["subscription_filter"] = {"not_strict": not_strict in ("true", "1")}
+        content = expected_content(a, bc)
+        if content:
+            expected["content"] = content
+        assert body == expected
+
+
+printable = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+                    max_size=12)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(headers=st.lists(printable, min_size=1, max_size=6),
+       body=st.lists(st.lists(printable, max_size=7), max_size=8),
+       matching=st.sampled_from(list(Matching)))
+def test_any_csv_gives_reports_or_a_file_error(
+    tmp_path_factory: Any, headers: list[str], body: list[list[str]], matching: Matching
+) -> None:
+    folder = tmp_path_factory.mktemp("fuzz")
+    path = folder / "in.csv"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([[IDENTIFIER_COLUMN[matching], *headers], *body])
+    options = RunOptions(input=path, workflow_id=1, dry_run=True, matching=matching,
+                         field_name="x" if matching is Matching.CUSTOM else None,
+                         out=folder / "out")
+    try:
+        summary = run(options)
+    except InputFileError as e:
+        assert str(e)
+        return
+    valid = (folder / "out" / "requests.jsonl").read_text("utf-8").splitlines()
+    with (folder / "out" / "failed.csv").open(encoding="utf-8-sig", newline="") as f:
+        failed = list(csv.reader(f))[1:]
+    for line in valid:
+        assert set(json.loads(line)) == {"row", "body"}
+    assert len(valid) + len(failed) == summary.rows
+    rows_seen = sorted([json.loads(v)["row"] for v in valid] + [int(r[-5]) for r in failed])
+    assert len(set(rows_seen)) == len(rows_seen)

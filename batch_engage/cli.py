@@ -27,11 +27,15 @@ _DELIMITER_NAMES = {"comma": ",", "semicolon": ";", "tab": "\t", "\\t": "\t", "p
 
 
 class CliError(click.ClickException):
-    """A message for the user and the exit code that goes with it."""
+    """Bad options, config or input: nothing was sent."""
 
-    def __init__(self, message: str, status: ExitStatus) -> None:
-        super().__init__(message)
-        self.exit_code = int(status)
+    exit_code = ExitStatus.USAGE_OR_INPUT_ERROR
+
+
+class CrashError(click.ClickException):
+    """Something nobody planned for: stop, and say how to see more."""
+
+    exit_code = ExitStatus.STOPPED
 
 
 @contextmanager
@@ -44,14 +48,13 @@ def exit_statuses(verbose: bool) -> Iterator[None]:
     except BatchEngageError as e:
         if verbose:
             raise
-        raise CliError(str(e), ExitStatus.USAGE_OR_INPUT_ERROR) from None
+        raise CliError(str(e)) from None
     except Exception as e:
         if verbose:
             raise
-        raise CliError(
+        raise CrashError(
             f"unexpected error: {type(e).__name__}: {e}\n"
-            "Run the same command with -v to see the traceback, and report it.",
-            ExitStatus.STOPPED,
+            "Run the same command with -v to see the traceback, and report it."
         ) from None
 
 
@@ -123,14 +126,12 @@ def read_token(token_file: Path | None, warn: Callable[[str], None]) -> Secret |
     except OSError as e:
         raise CliError(
             f"cannot read --token-file {token_file}: {e.strerror or e}",
-            ExitStatus.USAGE_OR_INPUT_ERROR,
         ) from None
     if mode & stat.S_IROTH:
         warn(f"--token-file {token_file} can be read by every user of this machine; "
              f"restrict it with: chmod 600 {token_file}")
     if not text:
-        raise CliError(f"--token-file {token_file} is empty; put the API token in it",
-                       ExitStatus.USAGE_OR_INPUT_ERROR)
+        raise CliError(f"--token-file {token_file} is empty; put the API token in it")
     return Secret(text)
 
 
@@ -339,7 +340,7 @@ def demo(samples: Path, out: Path | None, verbose: bool) -> None:
     pairs = _demo_inputs(samples)
     if not pairs:
         raise CliError(f"no samples in {samples}: each needs a data file and a .toml config "
-                       "of the same name", ExitStatus.USAGE_OR_INPUT_ERROR)
+                       "of the same name")
     base = out or Path("runs") / f"demo-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
     worst = ExitStatus.SUCCESS
     for data, config in pairs:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from itertools import chain
 from collections.abc import Callable
 from contextlib import closing
 from datetime import UTC, datetime
+from itertools import chain
 from pathlib import Path
 
 from .errors import InputFileError, UsageError
@@ -82,14 +82,14 @@ def run(options: RunOptions, *, on_warning: Callable[[str], None] | None = None)
         _prepare_out(out)
         with FailedReport(out / "failed.csv", table.headers) as failed, \
                 closing(RequestsLog(out / "requests.jsonl")) as requests:
-            for record in chain([record], records):
-                if _is_blank(record):
+            for current in chain([record], records):
+                if _is_blank(current):
                     summary.blank += 1
                     continue
                 summary.rows += 1
-                result = mapper.map(record)
+                result = mapper.map(current)
                 if isinstance(result, RowError):
-                    failed.add(record, result.stage, result.error, result.text, 0)
+                    failed.add(current, result.stage, result.error, result.text, 0)
                     summary.add_failure(result.stage, result.error, result.text)
                 else:
                     requests.add(result.row, result.body)

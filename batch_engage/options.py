@@ -164,9 +164,7 @@ def load_config(path: Path, known_options: frozenset[str]) -> ConfigFile:
                 f"config file {path}: unknown option {key!r}; known options are "
                 + ", ".join(sorted(known_options))
             )
-        if name in _PATH_KEYS:
-            value = _relative_to(path.parent, value)
-        options[name] = value
+        options[name] = _relative_to(path.parent, value) if name in _PATH_KEYS else value
     return ConfigFile(options=options, columns=dict(columns_raw))
 
 

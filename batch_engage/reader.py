@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import csv
 import datetime as dt
+import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -180,7 +181,8 @@ class TextTable:
                 ) from None
         self.encoding = encoding or detect_encoding(sample, at_eof)
         text = sample.decode(self.encoding, errors="replace")
-        lines = text.splitlines(keepends=True)
+        # Not str.splitlines: it also breaks on characters like U+0085 that csv keeps in cells.
+        lines = io.StringIO(text, newline="").readlines()
         if not at_eof and len(lines) > 1:
             lines.pop()  # probably cut in the middle
         if delimiter is not None and len(delimiter) != 1:

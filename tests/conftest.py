@@ -34,7 +34,7 @@ def write_csv(path: Path, text: str, encoding: str = "utf-8") -> Path:
 
 
 def read_requests(out: Path) -> list[dict[str, Any]]:
-    lines = (out / "requests.jsonl").read_text("utf-8").splitlines()
+    lines = (out / "requests.jsonl").read_text("utf-8").split("\n")[:-1]
     return [json.loads(line) for line in lines]
 
 

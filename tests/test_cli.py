@@ -63,7 +63,8 @@ def test_some_invalid_exits_1_and_names_row(invoke: CliRun, tmp_path: Path) -> N
         (["{csv}", "-w", "1", "--delimiter", "ab"], "is not one character"),
         (["{csv}", "-w", "1", "--encoding", "klingon"], "unknown encoding 'klingon'"),
         (["{csv}", "-w", "1", "--sheet", "S"], "--sheet only applies to Excel files"),
-        (["{csv}", "-w", "1", "--attach", "nope.pdf"], "--attach nope.pdf: file 'nope.pdf' was not found"),
+        (["{csv}", "-w", "1", "--attach", "nope.pdf"],
+         "--attach nope.pdf: file 'nope.pdf' was not found"),
     ],
 )
 def test_usage_and_file_errors_exit_2(
@@ -121,7 +122,7 @@ def test_sheet_option(invoke: CliRun, tmp_path: Path) -> None:
     wb.create_sheet("Send").append(["email"])
     wb["Send"].append(["a@b.co"])
     wb.save(tmp_path / "in.xlsx")
-    code, output, out = dry(invoke, tmp_path, tmp_path / "in.xlsx", "-w", "1", "--sheet", "Send")
+    code, output, _ = dry(invoke, tmp_path, tmp_path / "in.xlsx", "-w", "1", "--sheet", "Send")
     assert code == 0, output
     assert "Excel, sheet 'Send'" in output
     code, output, _ = dry(invoke, tmp_path, tmp_path / "in.xlsx", "-w", "1", "--sheet", "Nope")
@@ -311,7 +312,8 @@ def _commands() -> list[click.Command]:
 
 @pytest.mark.parametrize("command", _commands(), ids=lambda c: c.name or "")
 def test_every_command_and_option_has_help(command: click.Command) -> None:
-    assert command.help and "batch-engage" in command.help, "the help needs a runnable example"
+    assert command.help, f"{command.name} has no help"
+    assert "batch-engage" in command.help, "the help needs a runnable example"
     for param in command.params:
         if isinstance(param, click.Option) and not param.hidden:
             assert param.help, f"{command.name} {param.opts} has no help"

@@ -86,7 +86,8 @@ def test_bad_phone_message_says_how_to_fix(tmp_path: Path) -> None:
 
 def test_profile_id_custom_and_custom_request(tmp_path: Path) -> None:
     m = mapper(["profile_id"], options(tmp_path, matching=Matching.PROFILE_ID))
-    assert body(m.map(rec(2, "5a74876369d42613b31947b8")))["profile_id"] == "5a74876369d42613b31947b8"
+    profile = "5a74876369d42613b31947b8"
+    assert body(m.map(rec(2, profile)))["profile_id"] == profile
 
     m = mapper(["field_value"], options(tmp_path, matching=Matching.CUSTOM, field_name="CRM_ID"))
     b = body(m.map(rec(2, "0123420")))
@@ -275,7 +276,8 @@ class TestAttachments:
         assert body(m.map(rec(2, "a@b.co")))["attach"] == [
             {"data": "data:application/pdf;base64,JVBERi0xLjQ=", "name": "terms.pdf"}
         ]
-        with pytest.raises(UsageError, match="--attach .*gone.pdf: file 'gone.pdf' was not found"):
+        missing = r"--attach .*gone\.pdf: file 'gone\.pdf' was not found"
+        with pytest.raises(UsageError, match=missing):
             mapper(["email"], options(tmp_path, attach=(tmp_path / "gone.pdf",)))
 
 

@@ -8,12 +8,20 @@ import json
 from pathlib import Path
 from typing import Any
 
+from email_validator import validate_email
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batch_engage.errors import InputFileError
 from batch_engage.job import run
-from batch_engage.mapper import IDENTIFIER_COLUMN, Mapper, Request, RowError, parse_json_cell
+from batch_engage.mapper import (
+    _PLAIN_EMAIL,
+    IDENTIFIER_COLUMN,
+    Mapper,
+    Request,
+    RowError,
+    parse_json_cell,
+)
 from batch_engage.options import Matching, RunOptions
 from batch_engage.reader import Record
 
@@ -99,3 +107,11 @@ def test_any_csv_gives_reports_or_a_file_error(
     assert len(valid) + len(failed) == summary.rows
     rows_seen = sorted([json.loads(v)["row"] for v in valid] + [int(r[-5]) for r in failed])
     assert len(set(rows_seen)) == len(rows_seen)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.from_regex(_PLAIN_EMAIL, fullmatch=True), st.emails().map(str),
+                 st.text(alphabet="ab.-_@+xn0", max_size=30)))
+def test_plain_email_fast_path_only_accepts_what_email_validator_accepts(text: str) -> None:
+    if _PLAIN_EMAIL.fullmatch(text):
+        validate_email(text, check_deliverability=False)

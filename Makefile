@@ -18,11 +18,12 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test,lint,bench]'
 	touch $@ $(VENV)/.installed
 
-# The samples hold invalid rows on purpose, so the demo ends with exit code 1 (some rows failed).
+# The samples hold invalid rows on purpose, so batch-engage ends with exit code 1 (some rows
+# failed): that is the expected outcome here, so only 2 or 3 make the target fail.
 demo: $(VENV)/.installed
 	@$(BIN)/batch-engage demo; status=$$?; \
 	if [ $$status -eq 1 ]; then echo "(exit 1: some sample rows are invalid on purpose; see failed.csv)"; fi; \
-	exit $$status
+	[ $$status -le 1 ]
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest

@@ -17,13 +17,15 @@ from . import __version__
 from .errors import BatchEngageError
 from .job import run as run_job
 from .options import ConfigFile, Matching, RunOptions, Secret, load_config
+from .reader import DELIMITER_NAMES
 from .reporter import Summary
 from .status import ExitStatus
 
 F = TypeVar("F", bound=Callable[..., Any])
 TOKEN_ENV = "BATCH_ENGAGE_TOKEN"
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-_DELIMITER_NAMES = {"comma": ",", "semicolon": ";", "tab": "\t", "\\t": "\t", "pipe": "|"}
+# --delimiter takes a character or its name, as the summary prints it ("semicolon").
+_DELIMITERS_BY_NAME = {name: d for d, name in DELIMITER_NAMES.items()} | {"\\t": "\t"}
 
 
 class CliError(click.ClickException):
@@ -107,7 +109,7 @@ def _parse_delimiter(
 ) -> str | None:
     if value is None:
         return None
-    delimiter = _DELIMITER_NAMES.get(value.lower(), value)
+    delimiter = _DELIMITERS_BY_NAME.get(value.lower(), value)
     if len(delimiter) != 1:
         raise click.BadParameter(
             f"{value!r} is not one character; write e.g. ';', '|', tab or comma", param=param

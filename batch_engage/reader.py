@@ -20,7 +20,7 @@ from .errors import InputFileError
 TEXT_SUFFIXES = frozenset({".csv", ".tsv", ".txt"})
 EXCEL_SUFFIXES = frozenset({".xlsx", ".xlsm"})
 DELIMITERS = (",", ";", "\t", "|")
-_DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 # Enough text to see the encoding and a few dozen rows, small enough to read at every start.
 _SAMPLE_BYTES = 64 * 1024
 # A cell may legitimately be large (JSON content); the request size limit judges it, not csv.
@@ -210,7 +210,7 @@ class TextTable:
             self.close()
             raise InputFileError(f"{path.name} has no header row; the first row must name columns")
         self._unguard = _is_own_report(self.headers)
-        name = _DELIMITER_NAMES.get(self.delimiter, repr(self.delimiter))
+        name = DELIMITER_NAMES.get(self.delimiter, repr(self.delimiter))
         self.description = f"text, {self.encoding}, {name}-separated"
 
     def records(self) -> Iterator[Record]:
@@ -295,7 +295,6 @@ class ExcelTable:
             self._sheet = book.get_sheet_by_name(name)
         except python_calamine.CalamineError as e:
             raise InputFileError(f"{path.name}: sheet {name!r} cannot be read ({e})") from None
-        self.sheet_name = name
         # calamine yields rows from the sheet's first row, so numbers match what Excel shows;
         # the header is the first row with any text (sheets often start with empty rows).
         self._rows = enumerate(self._sheet.iter_rows(), start=1)

@@ -139,7 +139,7 @@ class Mapper:
         self._fixed_attach = [self._load_fixed(p) for p in options.attach]
 
         renames = {k.strip().casefold(): v.strip() for k, v in options.columns.items()}
-        self._identifier: tuple[int, str] | None = None
+        identifier: tuple[int, str] | None = None
         self._resource: tuple[int, str] | None = None
         self._attach: tuple[int, str] | None = None
         self._content: list[tuple[int, str, tuple[str, ...]]] = []
@@ -172,7 +172,7 @@ class Mapper:
                 )
             claimed[role] = where
             if role == self.identifier_column:
-                self._identifier = (index, label)
+                identifier = (index, label)
             elif role == "resource_id":
                 self._resource = (index, label)
             elif role == "attach":
@@ -190,13 +190,14 @@ class Mapper:
             else:
                 ignored.append(f"{header.strip()!r} (not used with --matching {self.matching})")
 
-        if self._identifier is None:
+        if identifier is None:
             raise InputFileError(
                 f"--matching {self.matching} needs a column named {self.identifier_column!r}, "
                 f"and the file has none (its columns: {', '.join(repr(h) for h in headers)}); "
                 "rename the header, or map it in the config's [columns] table, e.g. "
                 f'"E-mail" = "{self.identifier_column}"'
             )
+        self._identifier = identifier
         _check_paths(content_paths, "content")
         _check_paths(filter_paths, "subscription_filter")
         if self._filter and self.matching is Matching.CUSTOM_REQUEST:
@@ -246,7 +247,7 @@ class Mapper:
             if first != row:
                 return RowError(
                     row, "duplicate", "duplicate",
-                    f"row {row}, column {self._identifier[1] if self._identifier else ''}: "
+                    f"row {row}, column {self._identifier[1]}: "
                     f"{show(identifier)} repeats row {first}, so it was not sent again; "
                     "pass --allow-duplicates to send every row",
                 )
@@ -260,7 +261,6 @@ class Mapper:
         return Request(row, identifier, data)
 
     def _build(self, cells: list[str]) -> tuple[str, str, dict[str, Any]]:
-        assert self._identifier is not None
         index, column = self._identifier
         raw = cells[index]
         body: dict[str, Any] = {"token": self._token, "id": self.options.workflow_id}

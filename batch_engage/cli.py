@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
+import secrets
+import shlex
 import stat
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -16,6 +21,14 @@ import phonenumbers
 from . import __version__
 from .errors import BatchEngageError
 from .job import run as run_job
+from .mock_server import (
+    DEFAULT_TOKEN,
+    UNKNOWN_PROFILE_ERROR,
+    MockConfig,
+    MockServer,
+    serve,
+    serve_in_thread,
+)
 from .options import ConfigFile, Matching, RunOptions, Secret, load_config
 from .reader import DELIMITER_NAMES
 from .reporter import Summary
@@ -209,21 +222,75 @@ def sending_options(f: F) -> F:
     return f
 
 
-def _echo_summary(summary: Summary) -> None:
+_OUTCOME_LABELS = {
+    "valid": "valid, would be sent", "ok": "succeeded", "validation": "invalid",
+    "duplicate": "duplicate, skipped", "api": "refused by the API", "http": "HTTP error",
+    "network": "no answer", "unsent": "not sent yet",
+}
+
+
+def exit_status(summary: Summary) -> ExitStatus:
+    """The exit code a finished (or stopped) run ends with."""
+    if summary.stopped is not None:
+        return ExitStatus.STOPPED
+    return ExitStatus.ROWS_FAILED if summary.failed else ExitStatus.SUCCESS
+
+
+def rerun_command(options: RunOptions, config: Path | None) -> str:
+    """The command that sends failed.csv again, once its rows are fixed."""
+    args = ["batch-engage", "run", str(Path(options.out or ".") / "failed.csv")]
+    if config is not None:
+        args += ["--config", str(config)]
+    args += ["-w", str(options.workflow_id)]
+    if options.matching is not Matching.EMAIL:
+        args += ["--matching", options.matching.value]
+    for flag, value in (("--field-name", options.field_name),
+                        ("--resource-id", options.resource_id),
+                        ("--phone-region", options.phone_region),
+                        ("--api-url", options.api_url)):
+        if value is not None:
+            args += [flag, str(value)]
+    for key, value in options.content:
+        args += ["--content", f"{key}={value}"]
+    for path in options.attach:
+        args += ["--attach", str(path.absolute())]
+    # failed.csv keeps attach paths as written, relative to the original folder.
+    args += ["--attach-dir", str((options.attach_dir or options.input.parent).absolute())]
+    if config is not None and (options.encoding or options.delimiter):
+        args += ["--encoding", "utf-8-sig", "--delimiter", ","]  # what failed.csv is
+    if options.dry_run:
+        args.append("--dry-run")
+    return shlex.join(args)
+
+
+def _echo_summary(summary: Summary, rerun: str) -> None:
     what = "Dry run of" if summary.dry_run else "Run of"
     click.echo(f"{what} {summary.input} ({summary.input_format}): {summary.rows} rows"
                + (f", {summary.blank} blank rows skipped" if summary.blank else ""))
-    labels = {"valid": "valid, would be sent", "ok": "succeeded",
-              "validation": "invalid", "duplicate": "duplicate, skipped"}
     for outcome, count in sorted(summary.outcomes.items(), key=lambda kv: -kv[1]):
-        click.echo(f"  {labels.get(outcome, outcome) + ':':<24}{count:>8}")
+        click.echo(f"  {_OUTCOME_LABELS.get(outcome, outcome) + ':':<24}{count:>8}")
+    if not summary.dry_run:
+        rate = summary.to_json()["requests_per_second"]
+        line = f"Requests: {summary.requests_sent} sent" + (f", {rate}/s" if rate else "")
+        if summary.retries:
+            line += "; retries: " + ", ".join(
+                f"{reason} {n}" for reason, n in summary.retries.most_common())
+            if summary.retries_unanswered:
+                line += (f" ({summary.retries_unanswered} after no answer: the API may "
+                         "have acted on those)")
+        click.echo(line)
     if summary.errors:
         click.echo("Top errors:")
         for code, count in summary.errors.most_common(5):
             click.echo(f"  {code} ({count}), e.g. {summary.examples[code]}")
     click.echo(f"Reports: {summary.out}{os.sep}")
     if summary.failed:
-        click.echo(f"Fix the rows in {Path(summary.out) / 'failed.csv'} and run that file again.")
+        click.echo(f"Fix the rows in {Path(summary.out) / 'failed.csv'}, then send them again:")
+        click.echo(f"  {rerun}")
+    if summary.stopped is not None:
+        unsent = summary.outcomes.get("unsent", 0)
+        click.echo(f"Stopped: {summary.stopped}. Nothing more was sent; {unsent} rows were "
+                   "not sent.", err=True)
 
 
 @click.group("batch-engage", context_settings=CONTEXT_SETTINGS)
@@ -303,8 +370,9 @@ def run(input_path: Path, verbose: bool, token_file: Path | None, **kw: Any) -> 
             quiet=kw["quiet"],
         )
         summary = run_job(options, on_warning=warn)
-    _echo_summary(summary)
-    ctx.exit(ExitStatus.ROWS_FAILED if summary.failed else ExitStatus.SUCCESS)
+    _echo_summary(summary, rerun_command(
+        dataclasses.replace(options, out=Path(summary.out)), config.path if config else None))
+    ctx.exit(exit_status(summary))
 
 
 def main() -> None:
@@ -331,7 +399,7 @@ def _demo_inputs(samples: Path) -> list[tuple[Path, Path]]:
               help="Folder for the runs' reports. [default: runs/demo-<UTC time>]")
 @verbose_option
 def demo(samples: Path, out: Path | None, verbose: bool) -> None:
-    """Run every sample file through `run --dry-run` and show what each would send.
+    """Send every sample file through `run` to a mock API server started in this process.
 
     Needs no network, no token and no arguments; run it from the repository folder.
 
@@ -345,19 +413,80 @@ def demo(samples: Path, out: Path | None, verbose: bool) -> None:
                        "of the same name")
     base = out or Path("runs") / f"demo-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
     worst = ExitStatus.SUCCESS
-    for data, config in pairs:
-        click.echo(f"\n$ batch-engage run {data} --config {config} --dry-run")
-        args = [str(data), "--config", str(config), "--dry-run", "--out", str(base / data.stem)]
-        if verbose:
-            args.append("-v")
-        with run.make_context("run", args, parent=ctx) as sub:
-            try:
-                run.invoke(sub)
-                code = ExitStatus.SUCCESS
-            except click.exceptions.Exit as e:
-                code = ExitStatus(e.exit_code)
-            except click.ClickException as e:
-                e.show()
-                code = ExitStatus(e.exit_code)
-        worst = max(worst, code)
+    # A throwaway token that only this mock server accepts, handed over as a user would.
+    token = secrets.token_urlsafe(16)
+    with serve_in_thread(MockConfig(token=token)) as mock, \
+            tempfile.TemporaryDirectory(prefix="batch-engage-demo-") as tmp:
+        token_file = Path(tmp) / "token"
+        token_file.touch(mode=0o600)
+        token_file.write_text(token, "utf-8")
+        click.echo(f"Mock API server (in this process): {mock.url}")
+        for data, config in pairs:
+            click.echo(f"\n$ batch-engage run {data} --config {config} --api-url {mock.url} "
+                       "--rate 50 -q")
+            args = [str(data), "--config", str(config), "--api-url", mock.url,
+                    "--token-file", str(token_file), "--rate", "50", "-q",
+                    "--out", str(base / data.stem)]
+            if verbose:
+                args.append("-v")
+            with run.make_context("run", args, parent=ctx) as sub:
+                try:
+                    run.invoke(sub)
+                    code = ExitStatus.SUCCESS
+                except click.exceptions.Exit as e:
+                    code = ExitStatus(e.exit_code)
+                except click.ClickException as e:
+                    e.show()
+                    code = ExitStatus(e.exit_code)
+            worst = max(worst, code)
+        accepted = sum(mock.stats.accepted.values())
+    click.echo(f"\nThe mock server engaged {accepted} profiles; the reports are in {base}{os.sep}")
     ctx.exit(worst)
+
+
+@cli.command("mock-server", context_settings=CONTEXT_SETTINGS)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              help="Port to listen on; 0 picks a free one.")
+@click.option("--token", default=DEFAULT_TOKEN, show_default=True,
+              help="The one token it accepts: a made-up one, never your real token.")
+@click.option("--fail-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              metavar="P", help="Share of requests answered HTTP 503.")
+@click.option("--rate-limit", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              metavar="N", help="Requests per second let through; more get 429 with "
+                                "Retry-After. 0 = no limit.")
+@click.option("--latency-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              metavar="MS", help="Delay before each answer.")
+@click.option("--unknown-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              metavar="P", help=f"Share of identifiers with no profile (HTTP 200, error "
+                                f"{UNKNOWN_PROFILE_ERROR}); the same ones every time.")
+@click.option("--drop-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              metavar="P", help="Share of connections closed before an answer.")
+@click.option("--seed", type=int, help="Seed for the faults, to replay the same run.")
+def mock_server(host: str, port: int, token: str, seed: int | None, **faults: float) -> None:
+    """Serve a stand-in for the API on this machine, with faults injected on purpose.
+
+    It checks each request as the real API does and answers in the same shape. Ctrl-C
+    stops it and prints what it received; GET /_mock/stats shows the counts meanwhile.
+
+    \b
+    Rehearse a run against 10% server errors and a 200 requests/s limit:
+        batch-engage mock-server --fail-rate 0.1 --rate-limit 200
+    then, in another terminal:
+        export BATCH_ENGAGE_TOKEN=mock-token
+        batch-engage run samples/customers.csv -w 12 --api-url http://127.0.0.1:8080
+    """
+    server = MockServer(MockConfig(token=token, seed=seed, **faults))
+
+    def ready(url: str) -> None:
+        shown = f" (token: {token})" if token == DEFAULT_TOKEN else ""
+        click.echo(f"Mock API listening on {url}{shown}; Ctrl-C stops it.", err=True)
+
+    try:
+        asyncio.run(serve(server, host, port, ready))
+    except OSError as e:
+        raise CliError(f"cannot listen on {host}:{port} ({e.strerror or e}); "
+                       "choose another --port, or 0 for any free one") from None
+    stats = server.stats.to_json()
+    click.echo(f"Received {stats['received']} requests: "
+               + ", ".join(f"{k} {v}" for k, v in sorted(stats["answers"].items())), err=True)

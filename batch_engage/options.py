@@ -125,6 +125,7 @@ _PATH_KEYS = frozenset({"attach", "attach_dir", "token_file"})
 
 @dataclass(frozen=True)
 class ConfigFile:
+    path: Path
     options: dict[str, Any]
     """Option values keyed by their CLI parameter name (``workflow_id``, ``phone_region``...)."""
     columns: dict[str, str]
@@ -165,7 +166,7 @@ def load_config(path: Path, known_options: frozenset[str]) -> ConfigFile:
                 + ", ".join(sorted(known_options))
             )
         options[name] = _relative_to(path.parent, value) if name in _PATH_KEYS else value
-    return ConfigFile(options=options, columns=dict(columns_raw))
+    return ConfigFile(path=path, options=options, columns=dict(columns_raw))
 
 
 def _relative_to(folder: Path, value: Any) -> Any:

@@ -49,6 +49,10 @@ class Table(Protocol):
 
     def records(self) -> Iterator[Record]: ...
 
+    def estimate_rows(self) -> int:
+        """About how many rows follow the header, cheaply, for a progress bar's total."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -225,6 +229,20 @@ class TextTable:
         except (UnicodeDecodeError, csv.Error) as e:
             raise self._read_error(e, number + 1 if isinstance(e, csv.Error) else number) from None
 
+    def estimate_rows(self) -> int:
+        # Counting line ends reads the file at disk speed; a cell holding a line break
+        # makes the estimate a little high, which a progress bar can live with.
+        newline = "\n".encode(self.encoding.removesuffix("-sig"))
+        if newline != b"\n":  # UTF-16: count whole code units, not stray bytes
+            text = self.path.read_bytes().decode(self.encoding, errors="replace")
+            return max(0, text.rstrip("\r\n").count("\n"))
+        lines, last = 0, b""
+        with self.path.open("rb") as raw:
+            while chunk := raw.read(1 << 20):
+                lines += chunk.count(b"\n")
+                last = chunk
+        return max(0, lines - (1 if last.endswith(b"\n") else 0))
+
     def _read_error(self, error: Exception, number: int) -> InputFileError:
         if isinstance(error, UnicodeDecodeError):
             other = "cp1251" if self.encoding.startswith("utf") else "utf-8"
@@ -299,9 +317,11 @@ class ExcelTable:
         # the header is the first row with any text (sheets often start with empty rows).
         self._rows = enumerate(self._sheet.iter_rows(), start=1)
         self.headers = []
-        for _, header_row in self._rows:
+        self._header_number = 0
+        for number, header_row in self._rows:
             self.headers = _clean_headers([excel_text(v) for v in header_row])
             if self.headers:
+                self._header_number = number
                 break
         if not self.headers:
             raise InputFileError(f"sheet {name!r} of {path.name} is empty")
@@ -312,6 +332,9 @@ class ExcelTable:
         width = len(self.headers)
         for number, row in self._rows:
             yield _record(number, [excel_text(v) for v in row], width, self._unguard)
+
+    def estimate_rows(self) -> int:
+        return max(0, self._sheet.height - self._header_number)
 
     def close(self) -> None:
         """Nothing to release: calamine reads the sheet into memory when it is opened."""

@@ -1,4 +1,4 @@
-"""The run folder's reports: failed.csv, requests.jsonl and summary.json."""
+"""The run folder's reports: success.csv, failed.csv, requests.jsonl and summary.json."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from .limiter import WINDOW_SECONDS
 from .reader import FORMULA_GUARD, REPORT_COLUMNS, Record
 
 # Cells starting with these run as formulas in Excel (OWASP CSV injection); the guard
@@ -25,7 +26,9 @@ def guard(cell: str) -> str:
 class _CsvReport:
     def __init__(self, path: Path, header: list[str]) -> None:
         # UTF-8 with a BOM, so that Excel shows Cyrillic and other non-Latin text right.
-        self._file = path.open("w", encoding="utf-8-sig", newline="")
+        # Line-buffered: each row reaches the file as its result arrives, so a crash
+        # loses nothing that had already finished.
+        self._file = path.open("w", encoding="utf-8-sig", newline="", buffering=1)
         self._writer = csv.writer(self._file)
         self._writer.writerow([guard(h) for h in header])
 
@@ -60,6 +63,19 @@ class FailedReport(_CsvReport):
         ])
 
 
+class SuccessReport(_CsvReport):
+    """One line per engaged profile, with the identifier as it was sent (e.g. E.164)."""
+
+    def __init__(self, path: Path, identifier_column: str) -> None:
+        super().__init__(path, ["row", identifier_column, "attempts", "http_status",
+                                "error_text", "completed_at"])
+
+    def add(self, row: int, identifier: str, *, attempts: int, http_status: int | None,
+            error_text: str, completed_at: str) -> None:
+        self._write([str(row), identifier, str(attempts),
+                     "" if http_status is None else str(http_status), error_text, completed_at])
+
+
 class RequestsLog:
     """``requests.jsonl`` of a dry run: one ``{"row": N, "body": {...}}`` line per valid row."""
 
@@ -89,12 +105,22 @@ class Summary:
     """Data rows read, blank rows not included."""
     blank: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
-    """Rows per outcome: ``ok``, ``valid`` (dry run) or a failure stage."""
+    """Rows per outcome: ``ok``, ``valid`` (dry run), ``unsent`` (the run stopped first),
+    or a failure stage."""
     errors: Counter[str] = field(default_factory=Counter)
     """Failed rows per error code."""
     examples: dict[str, str] = field(default_factory=dict)
     """The first message seen for each error code."""
     warnings: list[str] = field(default_factory=list)
+    requests_sent: int = 0
+    """HTTP requests started, retries included."""
+    sending_seconds: float = 0.0
+    retries: Counter[str] = field(default_factory=Counter)
+    """Retries per reason: ``http_429``, ``http_503``, ``timeout``, ``disconnected``..."""
+    retries_unanswered: int = 0
+    """Retries of requests that got no answer, which the API may have acted on."""
+    stopped: str | None = None
+    """Why the run stopped before every row was sent (a rejected token...)."""
 
     def add_failure(self, stage: str, error: str, text: str) -> None:
         self.outcomes[stage] += 1
@@ -103,7 +129,8 @@ class Summary:
 
     @property
     def failed(self) -> int:
-        return sum(n for outcome, n in self.outcomes.items() if outcome not in ("ok", "valid"))
+        return sum(n for outcome, n in self.outcomes.items()
+                   if outcome not in ("ok", "valid", "unsent"))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -123,6 +150,14 @@ class Summary:
             "error_examples": self.examples,
             "rows_per_second": round(self.rows / self.duration_seconds, 1)
             if self.duration_seconds > 0 else None,
+            "requests_sent": self.requests_sent,
+            # Over one second at least, like --rate: 4 requests in 10 ms are not 400/s.
+            "requests_per_second": round(
+                self.requests_sent / max(self.sending_seconds, WINDOW_SECONDS), 1)
+            if self.requests_sent else None,
+            "retries": dict(self.retries.most_common()),
+            "retries_unanswered": self.retries_unanswered,
+            "stopped": self.stopped,
             "warnings": self.warnings,
         }
 

@@ -1,0 +1,280 @@
+"""A local stand-in for the ``workflows/start`` API, with faults to inject on purpose.
+
+It checks each body as the real API would and answers in the real shape (HTTP 200 with
+``error`` 0, or with ``error`` 400/401 and its ``error_text``), so rehearsals, the demo and
+the tests meet the same answers a run meets in production. ``MockStats`` counts what it
+received and accepted; tests read it directly, other processes at ``GET /_mock/stats``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import random
+import re
+import signal
+import threading
+import time
+import zlib
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from .sender import ENDPOINT
+
+DEFAULT_TOKEN = "mock-token"
+UNKNOWN_PROFILE_ERROR = 440
+"""What the mock answers for a profile that does not exist; the real API's code for this
+case is not documented (440 is the undocumented code seen in the wild)."""
+STATS_PATH = "/_mock/stats"
+_MATCHING = frozenset({"email", "phone", "profile_id", "custom"})
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_DATA_URI = re.compile(r"data:[\w.+-]+/[\w.+-]+;base64,([A-Za-z0-9+/=]*)")
+
+
+@dataclass(frozen=True)
+class MockConfig:
+    token: str = DEFAULT_TOKEN
+    fail_rate: float = 0.0
+    """Share of requests answered HTTP 503."""
+    rate_limit: float = 0.0
+    """Requests let through per second (any 1-second window); more get 429. 0: no limit."""
+    latency_ms: float = 0.0
+    unknown_rate: float = 0.0
+    """Share of identifiers that belong to no profile (the same ones on every request)."""
+    drop_rate: float = 0.0
+    """Share of connections closed before an answer (the request is not acted on)."""
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("fail_rate", "unknown_rate", "drop_rate"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be between 0 and 1")
+        if self.rate_limit < 0 or self.latency_ms < 0:
+            raise ValueError("rate_limit and latency_ms cannot be negative")
+        if not self.token:
+            raise ValueError("the mock server needs a token to accept")
+
+
+@dataclass
+class MockStats:
+    received: int = 0
+    answers: Counter[str] = field(default_factory=Counter)
+    """Requests per answer: ok, unknown_profile, bad_request, bad_token, http_503,
+    http_429, dropped."""
+    accepted: Counter[str] = field(default_factory=Counter)
+    """Times each identifier was engaged; above 1 means a profile was engaged twice."""
+    received_at: list[float] = field(default_factory=list)
+    """``time.monotonic()`` of each request's arrival, for checking a client's rate."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "answers": dict(self.answers),
+            "accepted_total": sum(self.accepted.values()),
+            "accepted_twice": sorted(k for k, n in self.accepted.items() if n > 1),
+            "accepted": dict(self.accepted),
+        }
+
+
+class _BadRequest(Exception):
+    pass
+
+
+def _identifier(body: dict[str, Any]) -> str:
+    """Check the matching mode and its identifier as the API does; return the identifier."""
+    if "custom_request" in body:
+        if "matching" in body:
+            raise _BadRequest("custom_request is used only when no matching is given")
+        if not isinstance(body["custom_request"], dict):
+            raise _BadRequest("custom_request must be a JSON object")
+        return json.dumps(body["custom_request"], sort_keys=True, ensure_ascii=False)
+    matching = body.get("matching", "email")
+    if matching not in _MATCHING:
+        raise _BadRequest(f"unknown matching {matching!r}")
+    if matching == "custom":
+        name, value = body.get("field_name"), body.get("field_value")
+        if not isinstance(name, str) or not name:
+            raise _BadRequest("field_name is required for matching custom")
+        if not isinstance(value, str | int) or isinstance(value, bool) or value == "":
+            raise _BadRequest("field_value is required for matching custom")
+        return f"{name}={value}"
+    value = body.get(matching)
+    if not isinstance(value, str) or not value:
+        raise _BadRequest(f"{matching} is required for matching {matching}")
+    if matching == "email" and (value.count("@") != 1 or value != value.strip()):
+        raise _BadRequest(f"invalid email {value!r}")
+    if matching == "phone" and not _E164.fullmatch(value):
+        raise _BadRequest(f"phone {value!r} is not in international format (+79001234567)")
+    return value.lower() if matching == "email" else value
+
+
+def _check_body(body: dict[str, Any]) -> None:
+    workflow = body.get("id")
+    if not isinstance(workflow, int) or isinstance(workflow, bool) or workflow <= 0:
+        raise _BadRequest("id must be the integer id of a workflow")
+    for key in ("content", "subscription_filter"):
+        if key in body and not isinstance(body[key], dict):
+            raise _BadRequest(f"{key} must be a JSON object")
+    resource = body.get("resource_id")
+    if resource is not None and (not isinstance(resource, int) or isinstance(resource, bool)):
+        raise _BadRequest("resource_id must be an integer")
+    attach = body.get("attach", [])
+    if not isinstance(attach, list):
+        raise _BadRequest("attach must be a JSON array")
+    for item in attach:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise _BadRequest('each attach item needs "data" and "name"')
+        match = _DATA_URI.fullmatch(item.get("data") or "")
+        if match is None:
+            raise _BadRequest("attach data must be a data:<mime>;base64,... URI")
+        try:
+            base64.b64decode(match.group(1), validate=True)
+        except binascii.Error:
+            raise _BadRequest("attach data is not valid base64") from None
+
+
+def _answer(error: int, text: str, status: int = 200, **headers: str) -> web.Response:
+    return web.json_response(
+        {"data": None, "error": error, "error_text": text}, status=status, headers=headers)
+
+
+class MockServer:
+    """The aiohttp application and the state behind it; ``stats`` is what it saw."""
+
+    def __init__(self, config: MockConfig | None = None) -> None:
+        self.config = config or MockConfig()
+        self.stats = MockStats()
+        self._rng = random.Random(self.config.seed)
+        self._passed: deque[float] = deque()
+        self.app = web.Application(client_max_size=16 * 1024 * 1024)
+        self.app.router.add_post(ENDPOINT, self._start_workflow)
+        self.app.router.add_get(STATS_PATH, self._stats)
+
+    def _unknown(self, identifier: str) -> bool:
+        # Decided by the identifier, not by chance: a missing profile stays missing on retry.
+        salt = str(self.config.seed or 0).encode()
+        return zlib.crc32(salt + identifier.encode()) / 2**32 < self.config.unknown_rate
+
+    def _over_rate_limit(self, now: float) -> bool:
+        limit = self.config.rate_limit
+        if not limit:
+            return False
+        while self._passed and self._passed[0] <= now - 1.0:
+            self._passed.popleft()
+        if len(self._passed) >= limit:
+            return True
+        self._passed.append(now)
+        return False
+
+    async def _stats(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.stats.to_json())
+
+    async def _start_workflow(self, request: web.Request) -> web.StreamResponse:
+        now = time.monotonic()
+        stats, config = self.stats, self.config
+        stats.received += 1
+        stats.received_at.append(now)
+        if self._over_rate_limit(now):
+            stats.answers["http_429"] += 1
+            return _answer(429, "Too many requests", 429, **{"Retry-After": "1"})
+        if config.drop_rate and self._rng.random() < config.drop_rate:
+            stats.answers["dropped"] += 1
+            if request.transport is not None:
+                request.transport.close()
+            # aiohttp closes the connection without an answer when a handler is cancelled.
+            raise asyncio.CancelledError
+        if config.latency_ms:
+            await asyncio.sleep(config.latency_ms / 1000)
+        if config.fail_rate and self._rng.random() < config.fail_rate:
+            stats.answers["http_503"] += 1
+            return _answer(503, "Service temporarily unavailable", 503)
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            stats.answers["bad_request"] += 1
+            return _answer(400, "Incorrect request: the body is not JSON")
+        if not isinstance(body, dict):
+            stats.answers["bad_request"] += 1
+            return _answer(400, "Incorrect request: the body must be a JSON object")
+        bearer = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if body.get("token", bearer) != config.token:
+            stats.answers["bad_token"] += 1
+            return _answer(401, "API token required")
+        try:
+            _check_body(body)
+            identifier = _identifier(body)
+        except _BadRequest as e:
+            stats.answers["bad_request"] += 1
+            return _answer(400, f"Incorrect request: {e}")
+        if self._unknown(identifier):
+            stats.answers["unknown_profile"] += 1
+            return _answer(UNKNOWN_PROFILE_ERROR, "Profile not found")
+        stats.answers["ok"] += 1
+        stats.accepted[identifier] += 1
+        return _answer(0, "Successful operation")
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, str]:
+        """Listen on ``host:port`` (0: any free port); return the runner and the base URL."""
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound = runner.addresses[0]
+        return runner, f"http://{host}:{bound[1]}"
+
+
+@dataclass(frozen=True)
+class RunningMock:
+    url: str
+    server: MockServer
+
+    @property
+    def stats(self) -> MockStats:
+        return self.server.stats
+
+
+@contextmanager
+def serve_in_thread(
+    config: MockConfig | None = None, host: str = "127.0.0.1", port: int = 0
+) -> Iterator[RunningMock]:
+    """Run a mock server on its own event loop in a thread, for the demo and for tests
+    whose client side runs its own loop (``batch_engage.run``, the CLI)."""
+    server = MockServer(config)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="mock-server", daemon=True)
+    thread.start()
+    try:
+        runner, url = asyncio.run_coroutine_threadsafe(server.start(host, port), loop).result()
+        try:
+            yield RunningMock(url, server)
+        finally:
+            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result()
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
+async def serve(
+    server: MockServer, host: str, port: int, on_ready: Callable[[str], None]
+) -> None:
+    """Serve until SIGINT or SIGTERM, then close cleanly."""
+    runner, url = await server.start(host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        on_ready(url)
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await runner.cleanup()

@@ -1,0 +1,348 @@
+"""Send requests through a bounded pool: rate and in-flight limits, retries, and a stop switch.
+
+The HTTP call is passed in as a ``Transport`` (``aiohttp_transport`` in a run, a plain
+function in tests), so everything here is testable without a network. Each row ends as one
+``Result``; one failing row never stops the pool, a rejected token stops all of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from enum import Enum
+from typing import TypeVar
+
+import aiohttp
+
+from .limiter import RateLimiter
+from .mapper import Request
+
+T = TypeVar("T")
+ENDPOINT = "/api/v1.1/workflows/start"
+
+# Answers that say "not now" rather than "no": worth another try after a pause.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# The token or the account is refused: every further request would be refused too.
+REFUSAL_STATUSES = frozenset({401, 403})
+REFUSAL_ERRORS = {
+    401: "the API rejected the token (error 401, API token required): put the right token "
+         "in the BATCH_ENGAGE_TOKEN environment variable or a --token-file, and check "
+         "that --api-url is your account's",
+    402: "the account's tariff limit is reached (error 402): raise the limit in the "
+         "account or wait until it renews, then send the remaining rows",
+    403: "the API refused access (error 403, forbidden): check that the token's API "
+         "access includes scenarios and that -w is a scenario of this account",
+}
+_HINTS = {
+    400: "the API found the request incorrect: check this row's values and the -w workflow id",
+    404: "check the API URL (--api-url) and the workflow id (-w)",
+    413: "the request is too large: send fewer or smaller attachments",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: bytes
+    retry_after: str | None = None
+
+
+class Unanswered(Exception):
+    """No answer came. ``maybe_sent``: the API may have acted on the request all the same."""
+
+    def __init__(self, reason: str, text: str, *, maybe_sent: bool) -> None:
+        super().__init__(text)
+        self.reason, self.text, self.maybe_sent = reason, text, maybe_sent
+
+
+Transport = Callable[[bytes], Awaitable[Answer]]
+
+
+def aiohttp_transport(
+    session: aiohttp.ClientSession, api_url: str, timeout_seconds: float
+) -> Transport:
+    """POST bodies to ``{api_url}/api/v1.1/workflows/start`` on one shared session."""
+    url = api_url.rstrip("/") + ENDPOINT
+    timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+
+    async def post(body: bytes) -> Answer:
+        try:
+            async with session.post(
+                url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+            ) as response:
+                return Answer(response.status, await response.read(),
+                              response.headers.get("Retry-After"))
+        except TimeoutError:
+            raise Unanswered("timeout", f"no answer within --timeout {timeout_seconds:g} s",
+                             maybe_sent=True) from None
+        except aiohttp.ClientConnectorError as e:
+            # The connection was never made, so the API cannot have seen the request.
+            raise Unanswered("connect_failed", f"cannot connect to {url}: {e.os_error}",
+                             maybe_sent=False) from None
+        except aiohttp.ServerDisconnectedError:
+            raise Unanswered("disconnected", "the server closed the connection before answering",
+                             maybe_sent=True) from None
+        except aiohttp.ClientPayloadError:
+            raise Unanswered("disconnected", "the connection broke while the answer arrived",
+                             maybe_sent=True) from None
+        except aiohttp.ClientError as e:
+            raise Unanswered("connection_error", f"{type(e).__name__}: {e}",
+                             maybe_sent=True) from None
+
+    return post
+
+
+class Verdict(Enum):
+    OK = "ok"
+    FAILED = "failed"
+    RETRY = "retry"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    verdict: Verdict
+    stage: str
+    """``api`` (the API answered with an error) or ``http`` (no usable API answer)."""
+    error: str
+    text: str
+
+
+def _api_fields(body: bytes) -> tuple[int, str] | None:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    error = data.get("error")
+    if not isinstance(error, int) or isinstance(error, bool):
+        return None
+    text = data.get("error_text")
+    return error, text if isinstance(text, str) else ""
+
+
+def judge(answer: Answer) -> Judgement:
+    """What an answer means for its row; judged on the HTTP status and the body's ``error``."""
+    status = answer.status
+    fields = _api_fields(answer.body)
+    if status in RETRY_STATUSES:
+        return Judgement(Verdict.RETRY, "http", f"http_{status}",
+                         f"the API answered HTTP {status}"
+                         + (" (too many requests)" if status == 429 else " (server error)"))
+    if fields is not None and fields[0] in REFUSAL_ERRORS:
+        code = fields[0]
+    elif status in REFUSAL_STATUSES:
+        code = status
+    else:
+        code = 0
+    if code:
+        return Judgement(Verdict.REFUSED, "api", f"api_{code}",
+                         f"{REFUSAL_ERRORS[code]} (HTTP {status})")
+    if fields is None:
+        shown = answer.body[:80].decode("utf-8", "replace").replace("\n", " ")
+        return Judgement(
+            Verdict.FAILED, "http", f"http_{status}" if status >= 300 else "unreadable_answer",
+            f"the API answered HTTP {status} without its JSON result ({shown!r}); "
+            + _HINTS.get(status, "check in the account whether this profile was engaged "
+                                 "before sending it again"),
+        )
+    error, error_text = fields
+    if 200 <= status < 300 and error == 0:
+        return Judgement(Verdict.OK, "", "", error_text)
+    hint = _HINTS.get(error) or _HINTS.get(status) or (
+        "check that the profile exists and matches this row's identifier")
+    return Judgement(Verdict.FAILED, "api", f"api_{error}",
+                     f"the API answered error {error} {error_text!r} (HTTP {status}); {hint}")
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delay-seconds or an HTTP date."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter; ``Retry-After`` sets a floor (up to a cap)."""
+
+    max_attempts: int = 5
+    base_delay_seconds: float = 0.5
+    max_delay_seconds: float = 30.0
+    max_retry_after_seconds: float = 300.0
+
+    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
+        ceiling = min(self.max_delay_seconds, self.base_delay_seconds * 2 ** (attempt - 1))
+        backoff = rng.uniform(0, ceiling)
+        if retry_after is None:
+            return backoff
+        return max(backoff, min(retry_after, self.max_retry_after_seconds))
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    outcome: str
+    """``ok``; a failure stage (``api``, ``http``, ``network``); or ``unsent``: the run
+    stopped before this row got an answer, so it still has to be sent."""
+    attempts: int
+    http_status: int | None
+    error: str
+    error_text: str
+    completed_at: str
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class Sender:
+    """Sends each row with retries under shared limits; ``stop()`` ends the whole run."""
+
+    def __init__(
+        self, transport: Transport, *, limiter: RateLimiter, max_in_flight: int,
+        policy: RetryPolicy, rng: random.Random | None = None,
+    ) -> None:
+        self._transport = transport
+        self._limiter = limiter
+        self._in_flight = asyncio.Semaphore(max_in_flight)
+        self.max_in_flight = max_in_flight
+        self._policy = policy
+        self._rng = rng or random.Random()
+        self._waiting: set[asyncio.Task[object]] = set()
+        self.stop_reason: str | None = None
+        self.requests_started = 0
+        self.retries: Counter[str] = Counter()
+        self.retries_unanswered = 0
+
+    def stop(self, reason: str) -> None:
+        """Start nothing more; rows waiting for a slot or a retry end as ``unsent``.
+
+        Requests already on the wire are left to finish: their answers are worth keeping.
+        """
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        for task in list(self._waiting):
+            task.cancel()
+
+    async def send(self, request: Request) -> Result:
+        """One row to its final result, however many attempts that takes."""
+        task = asyncio.current_task()
+        assert task is not None
+        try:
+            return await self._attempts(request, task)
+        except asyncio.CancelledError:
+            if self.stop_reason is None:
+                raise
+            task.uncancel()
+            return Result("unsent", 0, None, "", "", _now())
+
+    async def _attempts(self, request: Request, task: asyncio.Task[object]) -> Result:
+        attempt = 0
+        while True:
+            self._waiting.add(task)
+            try:
+                await self._in_flight.acquire()
+            finally:
+                self._waiting.discard(task)
+            try:
+                self._waiting.add(task)
+                try:
+                    await self._limiter.acquire()
+                finally:
+                    self._waiting.discard(task)
+                if self.stop_reason is not None:
+                    return Result("unsent", attempt, None, "", "", _now())
+                attempt += 1
+                self.requests_started += 1
+                try:
+                    answer = await self._transport(request.body)
+                except Unanswered as e:
+                    failure = Result("network", attempt, None, e.reason,
+                                     f"{e.text}; the row was tried {attempt} times", _now())
+                    reason, unanswered, retry_after = e.reason, e.maybe_sent, None
+                else:
+                    verdict = judge(answer)
+                    if verdict.verdict is Verdict.OK:
+                        return Result("ok", attempt, answer.status, "", verdict.text, _now())
+                    if verdict.verdict is Verdict.REFUSED:
+                        self.stop(verdict.text)
+                        return Result("unsent", attempt, answer.status, verdict.error,
+                                      verdict.text, _now())
+                    failure = Result(verdict.stage, attempt, answer.status, verdict.error,
+                                     verdict.text, _now())
+                    if verdict.verdict is Verdict.FAILED:
+                        return failure
+                    reason, unanswered = verdict.error, False
+                    retry_after = parse_retry_after(answer.retry_after, datetime.now(UTC))
+                    if answer.status == 429:
+                        self._limiter.slow_down()
+            finally:
+                self._in_flight.release()
+            if attempt >= self._policy.max_attempts:
+                return Result(failure.outcome, attempt, failure.http_status, failure.error,
+                              failure.error_text + f"; gave up after {attempt} tries",
+                              failure.completed_at)
+            self.retries[reason] += 1
+            self.retries_unanswered += unanswered
+            self._waiting.add(task)
+            try:
+                await asyncio.sleep(self._policy.delay(attempt, retry_after, self._rng))
+            finally:
+                self._waiting.discard(task)
+
+    async def send_all(
+        self, items: Iterable[tuple[T, Request]], on_result: Callable[[T, Request, Result], None],
+        *, max_pending: int,
+    ) -> None:
+        """Send every item, calling ``on_result`` as each finishes; at most ``max_pending``
+        rows are read ahead and alive at once, so memory does not grow with the file.
+
+        Stops reading when the run is stopped; the caller decides what unread rows mean.
+        """
+        capacity = asyncio.Semaphore(max_pending)
+        tasks: set[asyncio.Task[None]] = set()
+        crashes: list[BaseException] = []
+
+        async def one(item: T, request: Request) -> None:
+            try:
+                on_result(item, request, await self.send(request))
+            finally:
+                capacity.release()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            tasks.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                crashes.append(task.exception())  # type: ignore[arg-type]
+                self.stop("an unexpected error stopped the run")
+
+        for item, request in items:
+            await capacity.acquire()
+            if self.stop_reason is not None:
+                on_result(item, request, Result("unsent", 0, None, "", "", _now()))
+                break
+            task = asyncio.create_task(one(item, request))
+            tasks.add(task)
+            task.add_done_callback(finished)
+        if tasks:
+            await asyncio.wait(list(tasks))
+        if crashes:
+            raise crashes[0]

@@ -1,0 +1,139 @@
+"""The rate limiter under a controlled clock: no test here sleeps for real."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+
+import pytest
+
+from batch_engage.limiter import RateLimiter
+
+
+class FakeClock:
+    """Time moves only when someone sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+def start_times(limiter: RateLimiter, clock: FakeClock, n: int, workers: int) -> list[float]:
+    times: list[float] = []
+
+    async def worker(count: int) -> None:
+        for _ in range(count):
+            await limiter.acquire()
+            times.append(clock.now)
+            await asyncio.sleep(0)  # let the other workers in, as a request would
+
+    async def main() -> None:
+        share, extra = divmod(n, workers)
+        await asyncio.gather(*(worker(share + (i < extra)) for i in range(workers)))
+
+    asyncio.run(main())
+    return sorted(times)
+
+
+def busiest_window(times: list[float], seconds: float = 1.0) -> int:
+    """The most starts in any half-open window [t, t + seconds)."""
+    return max(bisect.bisect_left(times, t + seconds) - i for i, t in enumerate(times))
+
+
+@pytest.mark.parametrize("workers", [1, 8, 32])
+def test_never_more_than_the_rate_in_any_second(workers: int) -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(50, clock=clock, sleep=clock.sleep)
+    times = start_times(limiter, clock, 1000, workers)
+    assert len(times) == 1000
+    assert busiest_window(times) == 50
+    # Full speed all the same: 1000 starts take 20 windows, the last one starting at 19 s.
+    assert times[-1] - times[0] == pytest.approx(19.0)
+    per_window = [bisect.bisect_left(times, times[0] + k + 1) - bisect.bisect_left(
+        times, times[0] + k) for k in range(20)]
+    assert per_window == [50] * 20
+
+
+def test_a_token_bucket_would_not_do() -> None:
+    """The shape the limiter avoids: aiolimiter's AsyncLimiter(R, 1) starts full and refills,
+    so its first second holds nearly 2R starts. Ours never holds more than R."""
+    clock = FakeClock()
+    limiter = RateLimiter(200, clock=clock, sleep=clock.sleep)
+    times = start_times(limiter, clock, 600, 16)
+    assert busiest_window(times) == 200
+    assert busiest_window(times, 0.5) == 200  # it may burst inside a window, never over
+
+
+def test_rates_below_one_per_second_space_the_starts() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(0.5, clock=clock, sleep=clock.sleep)
+    times = start_times(limiter, clock, 4, 2)
+    assert [t - times[0] for t in times] == pytest.approx([0, 2, 4, 6])
+
+
+def test_fractional_rates_round_down_per_window() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(10.5, clock=clock, sleep=clock.sleep)
+    times = start_times(limiter, clock, 100, 4)
+    assert busiest_window(times) == 10
+
+
+def test_zero_means_no_limit() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(0, clock=clock, sleep=clock.sleep)
+    times = start_times(limiter, clock, 500, 8)
+    assert clock.sleeps == []
+    assert times[-1] == times[0]
+
+
+def test_429s_halve_the_rate_once_per_window_and_it_recovers_slowly() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(100, clock=clock, sleep=clock.sleep)
+    limiter.slow_down()
+    assert limiter.current_per_second == 50
+    limiter.slow_down()  # the same burst of 429s: one signal
+    clock.now += 0.5
+    limiter.slow_down()
+    assert limiter.current_per_second == 50
+    clock.now += 0.9
+    limiter.slow_down()  # a new window, still refused: halve again
+    assert limiter.current_per_second == 25
+    clock.now += 1.0  # a quiet window: up by 5% of the limit
+    assert limiter.current_per_second == 30
+    clock.now += 10.0
+    assert limiter.current_per_second == 80
+    clock.now += 10.0
+    assert limiter.current_per_second == 100  # never above the user's limit
+
+
+def test_the_slower_rate_is_what_acquire_enforces() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(100, clock=clock, sleep=clock.sleep)
+    limiter.slow_down()
+    times = start_times(limiter, clock, 50, 4)  # 50 starts within the first window
+    assert busiest_window(times) == 50
+    assert times[-1] - times[0] < 1.0
+
+
+def test_unlimited_runs_slow_down_to_half_the_rate_they_had() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(0, clock=clock, sleep=clock.sleep)
+    clock_start = clock.now
+    start_times(limiter, clock, 300, 4)  # 300 starts at one instant
+    limiter.slow_down()
+    assert limiter.current_per_second == 150
+    times = start_times(limiter, clock, 200, 4)
+    # This second is used up already; the next holds 150 plus one recovery step of 15.
+    assert times[0] == clock_start + 1.0
+    assert times.count(times[0]) == 165
+    clock.now += 30.0  # 5% of 300 per quiet window: back to no limit
+    assert limiter.current_per_second == 0

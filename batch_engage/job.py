@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack, closing
 from datetime import UTC, datetime
+from itertools import chain
 from pathlib import Path
 
 import aiohttp
@@ -114,17 +115,12 @@ def _dry_run(job: _Run, table: Table) -> Summary:
     progress = _progress(job.options, table)
     with FailedReport(job.out / "failed.csv", table.headers) as failed, \
             closing(RequestsLog(job.out / "requests.jsonl")) as requests:
-        for _, request in job.mapped(_chain(first, records), mapper, failed, progress):
+        for _, request in job.mapped(chain([first], records), mapper, failed, progress):
             requests.add(request.row, request.body)
             job.summary.outcomes["valid"] += 1
             progress.row_done(ok=True)
     progress.close(finished=True)
     return job.finish()
-
-
-def _chain(first: Record, rest: Iterator[Record]) -> Iterator[Record]:
-    yield first
-    yield from rest
 
 
 async def _send(
@@ -178,7 +174,7 @@ async def _send(
         started = time.monotonic()
         try:
             await sender.send_all(
-                job.mapped(_chain(first, records), mapper, failed, progress), on_result,
+                job.mapped(chain([first], records), mapper, failed, progress), on_result,
                 max_pending=4 * options.max_in_flight,
             )
         finally:
@@ -189,6 +185,7 @@ async def _send(
             summary.stopped = sender.stop_reason
         if sender.stop_reason is not None:
             # Rows never read are still to be sent, like those that met the refusal.
+            # (itertools.chain, unlike a generator, leaves ``records`` open for this.)
             for record in records:
                 if _is_blank(record):
                     summary.blank += 1

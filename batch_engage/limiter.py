@@ -1,10 +1,15 @@
 """How many requests may start, and when: a rate limit that holds in every 1-second window.
 
 A token bucket (aiolimiter's ``AsyncLimiter(R, 1)``) starts full, so its first second lets
-through the full bucket *and* the refill: close to 2R. A log of the last starts does not: a
-request may start only when fewer than ``limit`` requests started in the second before it,
-which is the promise made to the user word for word. The clock and the sleep are passed in,
-so tests drive the limiter with a controlled clock instead of sleeping.
+through the full bucket *and* the refill: close to 2R. Two rules here instead:
+
+- a log of the last starts: a request may start only when fewer than R requests started in
+  the second before it, which is the promise made to the user word for word;
+- pacing: starts are spread 1/R apart on a schedule, so the server sees a steady stream, not
+  R requests at the top of each second. A start that wakes up late does not push the
+  schedule back (the next one catches up), so the achieved rate stays at R.
+
+The clock and the sleep are passed in, so tests drive the limiter with a controlled clock.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class RateLimiter:
         self._target = max_per_second
         self._last_change = -math.inf
         self._last_slowdown = -math.inf
+        self._next_start = -math.inf
         self._lock = asyncio.Lock()
 
     @property
@@ -101,11 +107,19 @@ class RateLimiter:
                 limit, window = self._allowed()
                 while self._starts and self._starts[0] <= now - window:
                     self._starts.popleft()
-                if len(self._starts) < limit:
-                    self._record(now, window)
-                    return
-                # The oldest start in the window leaves it at starts[-limit] + window.
-                await self._sleep(self._starts[-limit] + window - now)
+                wait = self._next_start - now
+                if len(self._starts) >= limit:
+                    # The oldest start in the window leaves it at starts[-limit] + window.
+                    wait = max(wait, self._starts[-limit] + window - now)
+                if wait <= 0:
+                    break
+                await self._sleep(wait)
+            self._record(now, window)
+            interval = 1 / self._current
+            # Late by less than one interval: keep the schedule. Idle for longer: start a
+            # new one from now, so an idle spell never turns into a burst.
+            on_time = now < self._next_start + interval
+            self._next_start = (self._next_start if on_time else now) + interval
 
     def _record(self, now: float, window: float) -> None:
         self._starts.append(now)

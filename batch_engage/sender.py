@@ -325,14 +325,12 @@ class Sender:
         async def one(item: T, request: Request) -> None:
             try:
                 on_result(item, request, await self.send(request))
+            except Exception as e:
+                # Stop at once, before another row starts: the caller re-raises it.
+                crashes.append(e)
+                self.stop(f"an unexpected error stopped the run ({type(e).__name__})")
             finally:
                 capacity.release()
-
-        def finished(task: asyncio.Task[None]) -> None:
-            tasks.discard(task)
-            if not task.cancelled() and task.exception() is not None:
-                crashes.append(task.exception())  # type: ignore[arg-type]
-                self.stop("an unexpected error stopped the run")
 
         for item, request in items:
             await capacity.acquire()
@@ -341,7 +339,7 @@ class Sender:
                 break
             task = asyncio.create_task(one(item, request))
             tasks.add(task)
-            task.add_done_callback(finished)
+            task.add_done_callback(tasks.discard)
         if tasks:
             await asyncio.wait(list(tasks))
         if crashes:

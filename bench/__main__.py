@@ -1,29 +1,40 @@
-"""Measure the dry-run on big inputs and print figures next to their baselines.
+"""Measure batch-engage and print figures next to baselines measured in the same run.
 
-- a 1,000,000-row CSV dry-run: rows/s and peak RSS of the real CLI process
-  (target: under 300 MB);
-- a 100,000-row XLSX: batch-engage's dry-run against ``pandas.read_excel(engine="openpyxl")``
-  on the same file, both timed in this one run (target: at least 5x faster).
+- ``dry-run``: a 1,000,000-row CSV dry-run, rows/s and peak RSS of the real CLI process
+  (target: under 300 MB); a 100,000-row XLSX against ``pandas.read_excel(engine="openpyxl")``
+  on the same file (target: at least 5x faster).
+- ``rate``: ``--rate 50`` over 1,000 rows against a fast mock server: the busiest 1-second
+  window of the server's own receive times (target: at most 51) and the mean rate (at least
+  47/s).
+- ``throughput``: 20,000 rows with ``--rate 0 --concurrency 32`` against a mock server in
+  its own process, next to a bare aiohttp loop posting the same bodies to the same server.
 
-Sizes can be lowered for a quick look: ``python -m bench --csv-rows 100000 --xlsx-rows 10000``.
+Pick sections and lower sizes for a quick look:
+``python -m bench rate throughput --csv-rows 100000 --send-rows 5000``.
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import csv
 import datetime as dt
+import json
 import os
 import random
+import re
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import openpyxl
 import pandas as pd
 
+from batch_engage.mock_server import STATS_PATH, MockConfig, serve_in_thread
 from batch_engage.reader import open_table
+from batch_engage.sender import ENDPOINT
 
 DATA = Path(__file__).parent / "data"
 
@@ -52,11 +63,11 @@ def make_xlsx(path: Path, rows: int) -> None:
     wb.save(path)
 
 
-def run_cli(args: list[str]) -> tuple[float, int]:
+def run_cli(args: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
     """Seconds and peak RSS (bytes) of one batch-engage process, as /usr/bin/time -v reports."""
     start = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-m", "batch_engage", *args],
-                             stdout=subprocess.DEVNULL)
+                             stdout=subprocess.DEVNULL, env={**os.environ, **(env or {})})
     _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - start
     child.returncode = os.waitstatus_to_exitcode(status)
@@ -80,34 +91,26 @@ def _id_config() -> Path:
     return path
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--csv-rows", type=int, default=1_000_000)
-    parser.add_argument("--xlsx-rows", type=int, default=100_000)
-    args = parser.parse_args()
-    DATA.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-
-    csv_path = DATA / f"customers-{args.csv_rows}.csv"
+def bench_dry_run(csv_rows: int, xlsx_rows: int, stamp: str) -> None:
+    csv_path = DATA / f"customers-{csv_rows}.csv"
     if not csv_path.exists():
-        make_csv(csv_path, args.csv_rows)
+        make_csv(csv_path, csv_rows)
     seconds, peak = run_cli(["run", str(csv_path), "-w", "1", "--dry-run", "-q",
                              "--out", str(DATA / f"out-csv-{stamp}")])
-    print(f"CSV dry-run, {args.csv_rows:,} rows: {seconds:.1f} s, "
-          f"{args.csv_rows / seconds:,.0f} rows/s, peak RSS {peak / 2**20:.0f} MB "
+    print(f"CSV dry-run, {csv_rows:,} rows: {seconds:.1f} s, "
+          f"{csv_rows / seconds:,.0f} rows/s, peak RSS {peak / 2**20:.0f} MB "
           f"(target: under 300 MB)")
 
-    xlsx_path = DATA / f"phones-{args.xlsx_rows}.xlsx"
+    xlsx_path = DATA / f"phones-{xlsx_rows}.xlsx"
     if not xlsx_path.exists():
-        make_xlsx(xlsx_path, args.xlsx_rows)
+        make_xlsx(xlsx_path, xlsx_rows)
     start = time.perf_counter()
     pd.read_excel(xlsx_path, engine="openpyxl")
     pandas_seconds = time.perf_counter() - start
     start = time.perf_counter()
     read_all(xlsx_path)
     read_seconds = time.perf_counter() - start
-    print(f"XLSX, {args.xlsx_rows:,} rows: batch-engage reader {read_seconds:.2f} s, "
+    print(f"XLSX, {xlsx_rows:,} rows: batch-engage reader {read_seconds:.2f} s, "
           f'pandas.read_excel(engine="openpyxl") {pandas_seconds:.2f} s: '
           f"reader {pandas_seconds / read_seconds:.1f}x faster (target: at least 5x)")
     for label, extra in [("matched by phone", ["--matching", "phone", "--phone-region", "RU"]),
@@ -117,8 +120,112 @@ def main() -> None:
         seconds, peak = run_cli(["run", str(xlsx_path), "-w", "1", *extra, "--dry-run", "-q",
                                  "--out", str(DATA / f"out-xlsx-{stamp}-{extra[1]}")])
         print(f"  whole dry-run, {label}: {seconds:.2f} s "
-              f"({args.xlsx_rows / seconds:,.0f} rows/s, peak RSS {peak / 2**20:.0f} MB); "
+              f"({xlsx_rows / seconds:,.0f} rows/s, peak RSS {peak / 2**20:.0f} MB); "
               f"pandas.read_excel alone is {pandas_seconds / seconds:.1f}x that")
+
+
+def _emails(rows: int) -> Path:
+    path = DATA / f"emails-{rows}.csv"
+    if not path.exists():
+        path.write_text("email,content.n\n" + "".join(
+            f"person{i}@example.com,{i}\n" for i in range(rows)), "utf-8")
+    return path
+
+
+def bench_rate(rows: int, rate: float, stamp: str) -> None:
+    token = "bench-token"
+    with serve_in_thread(MockConfig(token=token)) as mock:
+        run_cli(["run", str(_emails(rows)), "-w", "1", "--rate", f"{rate:g}", "-q",
+                 "--api-url", mock.url, "--out", str(DATA / f"out-rate-{stamp}")],
+                env={"BATCH_ENGAGE_TOKEN": token})
+        times = sorted(mock.stats.received_at)
+    busiest = max(bisect.bisect_left(times, t + 1.0) - i for i, t in enumerate(times))
+    mean = (len(times) - 1) / (times[-1] - times[0])
+    print(f"Rate shape, --rate {rate:g} over {len(times):,} requests: busiest 1-second "
+          f"window {busiest} (target: at most {int(rate) + 1}), mean {mean:.1f}/s "
+          f"(target: at least {0.94 * rate:.0f}/s), {times[-1] - times[0]:.1f} s in all")
+
+
+def _mock_process(token: str) -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "batch_engage", "mock-server", "--port", "0", "--token", token],
+        stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    match = re.search(r"listening on (http://[0-9.:]+)", process.stderr.readline())
+    if match is None:
+        process.kill()
+        sys.exit("the mock server did not start")
+    return process, match.group(1)
+
+
+def _accepted(url: str) -> int:
+    with urllib.request.urlopen(url + STATS_PATH) as answer:
+        total: int = json.load(answer)["accepted_total"]
+        return total
+
+
+def bench_throughput(rows: int, concurrency: int, stamp: str) -> None:
+    token = "bench-token"
+    data = _emails(rows)
+    dry = DATA / f"out-dry-{stamp}"
+    run_cli(["run", str(data), "-w", "1", "--dry-run", "-q", "--out", str(dry)])
+    server, url = _mock_process(token)
+    try:
+        best_tool = best_bare = float("inf")
+        for round_ in range(2):  # interleaved, best of two, to even out the machine's noise
+            out = DATA / f"out-throughput-{stamp}-{round_}"
+            run_cli(["run", str(data), "-w", "1", "--rate", "0", "--concurrency",
+                     str(concurrency), "-q", "--api-url", url, "--out", str(out)],
+                    env={"BATCH_ENGAGE_TOKEN": token})
+            summary = json.loads((out / "summary.json").read_text("utf-8"))
+            if summary["outcomes"] != {"ok": rows}:
+                sys.exit(f"the run did not send every row: {summary['outcomes']}")
+            best_tool = min(best_tool, summary["duration_seconds"])
+            bare = subprocess.run(
+                [sys.executable, "-m", "bench.bare_client", url + ENDPOINT,
+                 str(dry / "requests.jsonl"), str(concurrency)],
+                env={**os.environ, "BENCH_TOKEN": token}, capture_output=True, text=True,
+                check=True)
+            best_bare = min(best_bare, float(bare.stdout))
+        accepted = _accepted(url)
+    finally:
+        server.terminate()
+        server.wait()
+    if accepted != 4 * rows:
+        sys.exit(f"the server accepted {accepted} requests, expected {4 * rows}")
+    print(f"Throughput, {rows:,} rows, --rate 0 --concurrency {concurrency}, mock server in "
+          f"its own process: batch-engage {rows / best_tool:,.0f} rows/s "
+          f"({best_tool:.2f} s: read, map, send, report), bare aiohttp loop "
+          f"{rows / best_bare:,.0f} rows/s ({best_bare:.2f} s: send only); batch-engage "
+          f"reaches {best_bare / best_tool:.0%} of the bare loop")
+
+
+SECTIONS = ("dry-run", "rate", "throughput")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sections", nargs="*", metavar="SECTION",
+                        help=f"some of {', '.join(SECTIONS)} [default: all]")
+    parser.add_argument("--csv-rows", type=int, default=1_000_000)
+    parser.add_argument("--xlsx-rows", type=int, default=100_000)
+    parser.add_argument("--rate-rows", type=int, default=1000)
+    parser.add_argument("--send-rows", type=int, default=20_000)
+    args = parser.parse_args()
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section {', '.join(sorted(unknown))}; pick from "
+                     + ", ".join(SECTIONS))
+    args.sections = args.sections or SECTIONS
+    DATA.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    if "dry-run" in args.sections:
+        bench_dry_run(args.csv_rows, args.xlsx_rows, stamp)
+    if "rate" in args.sections:
+        bench_rate(args.rate_rows, 50, stamp)
+    if "throughput" in args.sections:
+        bench_throughput(args.send_rows, 32, stamp)
 
 
 if __name__ == "__main__":

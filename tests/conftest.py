@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -41,3 +42,16 @@ def read_requests(out: Path) -> list[dict[str, Any]]:
 def read_summary(out: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((out / "summary.json").read_text("utf-8"))
     return data
+
+
+MOCK_TOKEN = "mock-token-4f1c9a"
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """A report as rows of dicts (the BOM dropped)."""
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def token_env(url: str, token: str = MOCK_TOKEN) -> dict[str, str]:
+    return {"BATCH_ENGAGE_API_URL": url, "BATCH_ENGAGE_TOKEN": token}

@@ -11,7 +11,8 @@ import asyncio
 import json
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -255,20 +256,23 @@ class Sender:
             task.uncancel()
             return Result("unsent", 0, None, "", "", _now())
 
+    @contextmanager
+    def _stoppable(self, task: asyncio.Task[object]) -> Iterator[None]:
+        """While inside, ``stop()`` may cancel the task: it is waiting, not sending."""
+        self._waiting.add(task)
+        try:
+            yield
+        finally:
+            self._waiting.discard(task)
+
     async def _attempts(self, request: Request, task: asyncio.Task[object]) -> Result:
         attempt = 0
         while True:
-            self._waiting.add(task)
-            try:
+            with self._stoppable(task):
                 await self._in_flight.acquire()
-            finally:
-                self._waiting.discard(task)
             try:
-                self._waiting.add(task)
-                try:
+                with self._stoppable(task):
                     await self._limiter.acquire()
-                finally:
-                    self._waiting.discard(task)
                 if self.stop_reason is not None:
                     return Result("unsent", attempt, None, "", "", _now())
                 attempt += 1
@@ -276,8 +280,7 @@ class Sender:
                 try:
                     answer = await self._transport(request.body)
                 except Unanswered as e:
-                    failure = Result("network", attempt, None, e.reason,
-                                     f"{e.text}; the row was tried {attempt} times", _now())
+                    failure = Result("network", attempt, None, e.reason, e.text, _now())
                     reason, unanswered, retry_after = e.reason, e.maybe_sent, None
                 else:
                     verdict = judge(answer)
@@ -303,11 +306,8 @@ class Sender:
                               failure.completed_at)
             self.retries[reason] += 1
             self.retries_unanswered += unanswered
-            self._waiting.add(task)
-            try:
+            with self._stoppable(task):
                 await asyncio.sleep(self._policy.delay(attempt, retry_after, self._rng))
-            finally:
-                self._waiting.discard(task)
 
     async def send_all(
         self, items: Iterable[tuple[T, Request]], on_result: Callable[[T, Request, Result], None],

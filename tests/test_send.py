@@ -56,6 +56,9 @@ def test_exit_0_every_row_engaged_once(invoke: CliRun, tmp_path: Path) -> None:
     assert "succeeded:                    30" in result.stdout
     assert "Requests: 30 sent" in result.stdout
     assert "failed.csv" not in result.stdout
+    for text in [result.stdout, result.stderr,
+                 *(p.read_text("utf-8-sig") for p in out.iterdir())]:
+        assert MOCK_TOKEN not in text
 
 
 def test_exit_1_failed_rows_are_reported_and_the_rerun_command_works(

@@ -17,10 +17,12 @@ from typing import Any, TypeVar
 
 import click
 import phonenumbers
+from click.core import ParameterSource
 
 from . import __version__
 from .errors import BatchEngageError
 from .job import run as run_job
+from .journal import stored_options
 from .mock_server import (
     DEFAULT_TOKEN,
     UNKNOWN_PROFILE_ERROR,
@@ -225,7 +227,7 @@ def sending_options(f: F) -> F:
 _OUTCOME_LABELS = {
     "valid": "valid, would be sent", "ok": "succeeded", "validation": "invalid",
     "duplicate": "duplicate, skipped", "api": "refused by the API", "http": "HTTP error",
-    "network": "no answer", "unsent": "not sent yet",
+    "network": "no answer", "unsent": "not sent yet", "uncertain": "outcome unknown",
 }
 
 
@@ -319,6 +321,12 @@ def cli() -> None:
               help="TOML file of options plus a [columns] table that renames headers.")
 @click.option("--dry-run", is_flag=True,
               help="Check and map every row, write requests.jsonl, send nothing.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out with its own options: rows already finished "
+                   "are not sent again.")
+@click.option("--resend-uncertain", is_flag=True,
+              help="With --resume: also send rows whose request was on its way when the run "
+                   "was killed (they may have been engaged already).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @verbose_option
 def run(input_path: Path, verbose: bool, token_file: Path | None, **kw: Any) -> None:
@@ -334,7 +342,9 @@ def run(input_path: Path, verbose: bool, token_file: Path | None, **kw: Any) -> 
         batch-engage run samples/customers.csv -w 12 --dry-run
     Send it (exit 0: all sent, 1: some rows failed, 2: bad input, 3: stopped):
         export BATCH_ENGAGE_API_URL=https://example.com
-        batch-engage run samples/customers.csv -w 12 --token-file ~/.engage-token
+        batch-engage run samples/customers.csv -w 12 --token-file ~/.engage-token --out runs/c
+    Finish it after Ctrl-C, a kill or a rejected token (nothing is sent twice):
+        batch-engage run samples/customers.csv --token-file ~/.engage-token --out runs/c --resume
     """
     ctx = click.get_current_context()
 
@@ -343,6 +353,9 @@ def run(input_path: Path, verbose: bool, token_file: Path | None, **kw: Any) -> 
 
     config: ConfigFile | None = ctx.meta.get("batch_engage.config")
     with exit_statuses(verbose):
+        columns = config.columns if config else {}
+        if kw["resume"]:
+            columns = _resume_defaults(ctx, kw, columns if config else None)
         token = None if kw["dry_run"] else read_token(token_file, warn)
         options = RunOptions(
             input=input_path,
@@ -364,15 +377,50 @@ def run(input_path: Path, verbose: bool, token_file: Path | None, **kw: Any) -> 
             sheet=kw["sheet"],
             encoding=kw["encoding"],
             delimiter=kw["delimiter"],
-            columns=config.columns if config else {},
+            columns=columns,
             allow_duplicates=kw["allow_duplicates"],
             dry_run=kw["dry_run"],
             quiet=kw["quiet"],
+            resume=kw["resume"],
+            resend_uncertain=kw["resend_uncertain"],
         )
-        summary = run_job(options, on_warning=warn)
-    _echo_summary(summary, rerun_command(
-        dataclasses.replace(options, out=Path(summary.out)), config.path if config else None))
+        summary = run_job(options, on_warning=warn, handle_signals=True)
+    options = dataclasses.replace(options, out=Path(summary.out))
+    _echo_summary(summary, rerun_command(options, config.path if config else None))
+    if summary.stopped is not None:
+        click.echo(f"To send the rest: {resume_command(options, token_file)}", err=True)
+    elif options.resume and not summary.pass_requests:
+        click.echo("Nothing was left to send: every row already had its result.")
     ctx.exit(exit_status(summary))
+
+
+def _resume_defaults(
+    ctx: click.Context, kw: dict[str, Any], columns: dict[str, str] | None
+) -> dict[str, str]:
+    """--resume: options not given now are the run's own; returns the column renames.
+
+    Options given now stay, and the library refuses those that differ from the run's.
+    """
+    if kw["out"] is None:
+        raise CliError("--resume needs --out, the folder of the run to continue")
+    stored = stored_options(kw["out"])
+    convert: dict[str, Callable[[Any], Any]] = {
+        "content": lambda pairs: tuple(tuple(p) for p in pairs),
+        "attach": lambda paths: tuple(Path(p) for p in paths),
+        "attach_dir": Path,
+    }
+    for name, value in stored.items():
+        if name in kw and ctx.get_parameter_source(name) is ParameterSource.DEFAULT:
+            kw[name] = convert.get(name, lambda v: v)(value)
+    return stored["columns"] if columns is None else columns
+
+
+def resume_command(options: RunOptions, token_file: Path | None) -> str:
+    """The command that continues a stopped run."""
+    args = ["batch-engage", "run", str(options.input), "--out", str(options.out), "--resume"]
+    if token_file is not None:
+        args += ["--token-file", str(token_file)]
+    return shlex.join(args)
 
 
 def main() -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import signal
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import AsyncExitStack, closing
+from contextlib import AsyncExitStack, closing, contextmanager
 from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
@@ -14,6 +16,19 @@ from pathlib import Path
 import aiohttp
 
 from .errors import InputFileError, UsageError
+from .journal import (
+    DONE,
+    JOURNAL_NAME,
+    LOCK_NAME,
+    SENDING,
+    UNCERTAIN,
+    Fingerprint,
+    Journal,
+    RowState,
+    RunLock,
+    check_options,
+    stored_options,
+)
 from .limiter import RateLimiter
 from .mapper import IDENTIFIER_COLUMN, Mapper, Request, RowError
 from .options import RunOptions
@@ -31,16 +46,20 @@ def default_out(input_path: Path, now: datetime) -> Path:
     return Path("runs") / f"{input_path.stem}-{now.strftime('%Y%m%dT%H%M%SZ')}"
 
 
-def _prepare_out(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(
-            f"--out {out} already holds files; choose a new folder for this run "
-            "(or leave --out out to get a fresh one under runs/)"
-        )
+@contextmanager
+def _claim_out(out: Path, *, resume: bool) -> Iterator[None]:
+    """Lock the run folder for this process: a new run needs it empty, a resume its journal."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"cannot create the run folder {out}: {e.strerror or e}") from None
+    with RunLock(out):
+        if not resume and any(p.name != LOCK_NAME for p in out.iterdir()):
+            raise UsageError(
+                f"--out {out} already holds a run; to continue it add --resume, otherwise "
+                "choose a new folder (or leave --out out to get a fresh one under runs/)"
+            )
+        yield
 
 
 def _is_blank(record: Record) -> bool:
@@ -78,22 +97,21 @@ class _Run:
         )
 
     def mapped(
-        self, records: Iterator[Record], mapper: Mapper, failed: FailedReport,
-        progress: Progress,
-    ) -> Iterator[tuple[Record, Request]]:
-        """Valid rows with their requests; invalid ones go straight to failed.csv."""
+        self, records: Iterator[Record], mapper: Mapper
+    ) -> Iterator[tuple[Record, Request | RowError]]:
+        """Each data row with its request or the reason it has none; blank rows counted."""
         for record in records:
             if _is_blank(record):
                 self.summary.blank += 1
                 continue
             self.summary.rows += 1
-            result = mapper.map(record)
-            if isinstance(result, RowError):
-                failed.add(record, result.stage, result.error, result.text, 0)
-                self.summary.add_failure(result.stage, result.error, result.text)
-                progress.row_done(ok=False)
-            else:
-                yield record, result
+            yield record, mapper.map(record)
+
+    def report_row_error(self, failed: FailedReport, record: Record, progress: Progress,
+                         error: RowError) -> None:
+        failed.add(record, error.stage, error.error, error.text, 0)
+        self.summary.add_failure(error.stage, error.error, error.text)
+        progress.row_done(ok=False)
 
     def finish(self) -> Summary:
         self.summary.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -111,31 +129,70 @@ def _dry_run(job: _Run, table: Table) -> Summary:
     mapper = Mapper(table.headers, job.options, DRY_RUN_TOKEN, job.warn)
     records = table.records()
     first = job.first_data_row(records)
-    _prepare_out(job.out)
-    progress = _progress(job.options, table)
-    with FailedReport(job.out / "failed.csv", table.headers) as failed, \
+    with _claim_out(job.out, resume=False), \
+            FailedReport(job.out / "failed.csv", table.headers) as failed, \
             closing(RequestsLog(job.out / "requests.jsonl")) as requests:
-        for _, request in job.mapped(chain([first], records), mapper, failed, progress):
-            requests.add(request.row, request.body)
-            job.summary.outcomes["valid"] += 1
-            progress.row_done(ok=True)
+        progress = _progress(job.options, table)
+        for record, result in job.mapped(chain([first], records), mapper):
+            if isinstance(result, Request):
+                requests.add(result.row, result.body)
+                job.summary.outcomes["valid"] += 1
+                progress.row_done(ok=True)
+            else:
+                job.report_row_error(failed, record, progress, result)
     progress.close(finished=True)
     return job.finish()
 
 
+class _Known:
+    """The journal's rows, walked alongside the input: both are in row order."""
+
+    def __init__(self, states: Iterator[RowState]) -> None:
+        self._states = states
+        self._next = next(states, None)
+
+    def get(self, row: int) -> RowState | None:
+        while self._next is not None and self._next.row < row:
+            self._next = next(self._states, None)
+        return self._next if self._next is not None and self._next.row == row else None
+
+    def close(self) -> None:
+        self._states.close()  # type: ignore[attr-defined]
+
+
+def _uncertain(known: RowState) -> RowState:
+    return RowState(
+        known.row, UNCERTAIN, known.identifier, max(1, known.attempts), None, "uncertain",
+        "the run was killed while this row's request was on its way; it may or may not have "
+        "engaged the profile: check in the account, then send it from failed.csv, or add "
+        "--resend-uncertain to --resume", datetime.now(UTC).isoformat(timespec="milliseconds"))
+
+
 async def _send(
-    job: _Run, table: Table, transport: Transport | None
+    job: _Run, table: Table, transport: Transport | None, handle_signals: bool
 ) -> Summary:
     options = job.options
     assert options.token is not None
     assert options.api_url is not None
+    if options.resume:  # before the file is judged by options the run may not have had
+        check_options(stored_options(job.out), options.fixed())
+    fingerprint = Fingerprint.of(options.input)
     mapper = Mapper(table.headers, options, options.token.reveal(), job.warn)
     records = table.records()
     first = job.first_data_row(records)
-    _prepare_out(job.out)
     summary = job.summary
-    progress = _progress(options, table)
     async with AsyncExitStack() as stack:
+        stack.enter_context(_claim_out(job.out, resume=options.resume))
+        journal = Journal(job.out / JOURNAL_NAME)
+        stack.callback(journal.close)
+        known: _Known | None = None
+        if options.resume:
+            journal.check_resume(fingerprint, options.fixed(), options.input.name)
+            known = _Known(journal.states())
+            stack.callback(known.close)
+        else:
+            journal.begin(fingerprint, options.fixed())
+        progress = _progress(options, table)
         failed = stack.enter_context(FailedReport(job.out / "failed.csv", table.headers))
         success = stack.enter_context(SuccessReport(
             job.out / "success.csv", IDENTIFIER_COLUMN[options.matching]))
@@ -148,41 +205,73 @@ async def _send(
         sender = Sender(
             transport, limiter=RateLimiter(options.rate_per_second),
             max_in_flight=options.max_in_flight,
-            policy=RetryPolicy(max_attempts=options.max_attempts),
+            policy=RetryPolicy(max_attempts=options.max_attempts), ledger=journal,
         )
         last_write = time.monotonic()
 
-        def on_result(record: Record, request: Request, result: Result) -> None:
+        def report(record: Record, state: RowState) -> None:
             nonlocal last_write
-            if result.outcome == "ok":
-                success.add(request.row, request.identifier, attempts=result.attempts,
-                            http_status=result.http_status, error_text=result.error_text,
-                            completed_at=result.completed_at)
+            if state.state == "ok":
+                success.add(state.row, state.identifier, attempts=state.attempts,
+                            http_status=state.http_status, error_text=state.error_text,
+                            completed_at=state.completed_at)
                 summary.outcomes["ok"] += 1
                 progress.row_done(ok=True)
-            elif result.outcome == "unsent":
-                summary.outcomes["unsent"] += 1
             else:
-                failed.add(record, result.outcome, result.error, result.error_text,
-                           result.attempts)
-                summary.add_failure(result.outcome, result.error, result.error_text)
+                failed.add(record, state.state, state.error, state.error_text, state.attempts)
+                summary.add_failure(state.state, state.error, state.error_text)
                 progress.row_done(ok=False)
             if time.monotonic() - last_write >= SUMMARY_EVERY_SECONDS:
                 last_write = time.monotonic()
-                job.summary.write(job.out / "summary.json")
+                summary.write(job.out / "summary.json")
 
+        def to_send() -> Iterator[tuple[Record, Request]]:
+            """The rows still to send; the rest are reported on the way."""
+            for record, result in job.mapped(chain([first], records), mapper):
+                state = known.get(record.number) if known is not None else None
+                if state is None:
+                    if isinstance(result, Request):
+                        yield record, result
+                    else:
+                        job.report_row_error(failed, record, progress, result)
+                elif state.state in DONE or (state.state in (SENDING, UNCERTAIN)
+                                             and not options.resend_uncertain):
+                    if state.state == SENDING:
+                        state = _uncertain(state)
+                        journal.record(state)
+                    report(record, state)
+                elif isinstance(result, Request):
+                    yield record, result
+                else:  # an uncertain row to resend that no longer maps (a file is gone)
+                    job.report_row_error(failed, record, progress, result)
+
+        def on_result(record: Record, request: Request, result: Result) -> None:
+            if result.outcome == "unsent":
+                journal.forget(request.row)
+                summary.outcomes["unsent"] += 1
+                return
+            state = RowState(request.row, result.outcome, request.identifier, result.attempts,
+                             result.http_status, result.error, result.error_text,
+                             result.completed_at)
+            journal.record(state)
+            report(record, state)
+
+        await journal.start()
         started = time.monotonic()
         try:
-            await sender.send_all(
-                job.mapped(chain([first], records), mapper, failed, progress), on_result,
-                max_pending=4 * options.max_in_flight,
-            )
+            with _interruptible(sender, options.timeout_seconds, handle_signals):
+                await sender.send_all(to_send(), on_result,
+                                      max_pending=4 * options.max_in_flight)
         finally:
+            await journal.stop()
             summary.sending_seconds = time.monotonic() - started
-            summary.requests_sent = sender.requests_started
-            summary.retries = sender.retries
-            summary.retries_unanswered = sender.retries_unanswered
+            summary.pass_requests = sender.requests_started
             summary.stopped = sender.stop_reason
+            journal.add_pass(sender.requests_started, sender.retries,
+                             sender.retries_unanswered)
+            summary.requests_sent = journal.meta("requests_sent")
+            summary.retries = Counter(journal.meta("retries"))
+            summary.retries_unanswered = journal.meta("retries_unanswered")
         if sender.stop_reason is not None:
             # Rows never read are still to be sent, like those that met the refusal.
             # (itertools.chain, unlike a generator, leaves ``records`` open for this.)
@@ -196,13 +285,43 @@ async def _send(
     return job.finish()
 
 
+@contextmanager
+def _interruptible(sender: Sender, timeout_seconds: float, enabled: bool) -> Iterator[None]:
+    """Ctrl-C or SIGTERM: start nothing more and let requests on the wire finish (for at
+    most --timeout seconds). A second one cuts them off: their rows end ``uncertain``."""
+    if not enabled:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    received = 0
+
+    def interrupted(name: str) -> None:
+        nonlocal received
+        received += 1
+        if received == 1:
+            sender.stop(f"interrupted ({name})")
+            loop.call_later(timeout_seconds, sender.abort, f"interrupted ({name})")
+        else:
+            sender.abort(f"interrupted ({name})")
+
+    for signum, name in ((signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")):
+        loop.add_signal_handler(signum, interrupted, name)
+    try:
+        yield
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
 def run(options: RunOptions, *, on_warning: Callable[[str], None] | None = None,
-        transport: Transport | None = None) -> Summary:
+        transport: Transport | None = None, handle_signals: bool = False) -> Summary:
     """Run one job and return its summary. Raises UsageError or InputFileError (nothing sent).
 
     Never prints (but for the progress bar) and never exits the process; warnings go to
-    ``on_warning``. ``transport`` replaces the HTTP client, for tests. Inside a running event
-    loop (a notebook) the run gets a loop of its own in a worker thread.
+    ``on_warning``. ``transport`` replaces the HTTP client, for tests. ``handle_signals``
+    (the CLI's choice, not a library's) makes Ctrl-C and SIGTERM stop the run gracefully.
+    Inside a running event loop (a notebook) the run gets a loop of its own in a worker
+    thread.
     """
     table = open_table(
         options.input, encoding=options.encoding, delimiter=options.delimiter,
@@ -216,6 +335,7 @@ def run(options: RunOptions, *, on_warning: Callable[[str], None] | None = None,
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(_send(job, table, transport))
+            return asyncio.run(_send(job, table, transport, handle_signals))
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            return pool.submit(asyncio.run, _send(job, table, transport)).result()
+            # Signal handlers belong to the main thread: none in this one.
+            return pool.submit(asyncio.run, _send(job, table, transport, False)).result()

@@ -67,7 +67,7 @@ class MockStats:
     received: int = 0
     answers: Counter[str] = field(default_factory=Counter)
     """Requests per answer: ok, unknown_profile, bad_request, bad_token, http_503,
-    http_429, dropped."""
+    http_429, dropped, client_gone."""
     accepted: Counter[str] = field(default_factory=Counter)
     """Times each identifier was engaged; above 1 means a profile was engaged twice."""
     received_at: list[float] = field(default_factory=list)
@@ -190,13 +190,18 @@ class MockServer:
                 request.transport.close()
             # aiohttp closes the connection without an answer when a handler is cancelled.
             raise asyncio.CancelledError
+        try:
+            raw = await request.read()
+        except ConnectionResetError:  # the client went away mid-request (a killed run)
+            stats.answers["client_gone"] += 1
+            raise asyncio.CancelledError from None
         if config.latency_ms:
             await asyncio.sleep(config.latency_ms / 1000)
         if config.fail_rate and self._rng.random() < config.fail_rate:
             stats.answers["http_503"] += 1
             return _answer(503, "Service temporarily unavailable", 503)
         try:
-            body = json.loads(await request.read())
+            body = json.loads(raw)
         except ValueError:
             stats.answers["bad_request"] += 1
             return _answer(400, "Incorrect request: the body is not JSON")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import UsageError
 
@@ -70,6 +71,10 @@ class RunOptions:
     allow_duplicates: bool = False
     dry_run: bool = False
     quiet: bool = False
+    resume: bool = False
+    """Continue the run in ``out``: finished rows are not sent again."""
+    resend_uncertain: bool = False
+    """With ``resume``: also send rows whose request was on its way when the run was killed."""
 
     def __post_init__(self) -> None:
         if self.workflow_id is None:
@@ -81,16 +86,46 @@ class RunOptions:
             )
         if self.field_name and self.matching is not Matching.CUSTOM:
             raise UsageError("--field-name only works with --matching custom")
+        if self.resend_uncertain and not self.resume:
+            raise UsageError("--resend-uncertain only works with --resume")
+        if self.resume and (self.out is None or self.dry_run):
+            raise UsageError("--resume needs --out, the run folder to continue, and no --dry-run")
         if not self.dry_run:
             if not self.api_url:
                 raise UsageError(
                     "an API URL is required: pass --api-url or set BATCH_ENGAGE_API_URL"
+                )
+            url = urlsplit(self.api_url)
+            if url.scheme not in ("http", "https") or not url.hostname:
+                raise UsageError(
+                    f"--api-url {self.api_url!r} is not a web address; write it in full, "
+                    "e.g. https://your-account.example.com"
                 )
             if self.token is None:
                 raise UsageError(
                     "an API token is required: set the BATCH_ENGAGE_TOKEN environment "
                     "variable or pass --token-file PATH (a file that holds only the token)"
                 )
+
+    def fixed(self) -> dict[str, Any]:
+        """What decides which request each row becomes: stored with a run's journal, and
+        the same on ``--resume`` (paths made absolute, so a resume may start elsewhere)."""
+        return {
+            "workflow_id": self.workflow_id,
+            "api_url": self.api_url,
+            "matching": self.matching.value,
+            "field_name": self.field_name,
+            "resource_id": self.resource_id,
+            "phone_region": self.phone_region,
+            "content": [list(pair) for pair in self.content],
+            "attach": [str(p.absolute()) for p in self.attach],
+            "attach_dir": str((self.attach_dir or self.input.parent).absolute()),
+            "sheet": self.sheet,
+            "encoding": self.encoding,
+            "delimiter": self.delimiter,
+            "columns": self.columns,
+            "allow_duplicates": self.allow_duplicates,
+        }
 
     def public(self) -> dict[str, Any]:
         """The options as plain JSON values, for summary.json; the token is left out."""
@@ -115,6 +150,8 @@ class RunOptions:
             "columns": self.columns,
             "allow_duplicates": self.allow_duplicates,
             "dry_run": self.dry_run,
+            "resume": self.resume,
+            "resend_uncertain": self.resend_uncertain,
         }
 
 

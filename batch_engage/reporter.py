@@ -113,7 +113,9 @@ class Summary:
     """The first message seen for each error code."""
     warnings: list[str] = field(default_factory=list)
     requests_sent: int = 0
-    """HTTP requests started, retries included."""
+    """HTTP requests started, retries included, in every pass of the run (see --resume)."""
+    pass_requests: int = 0
+    """Requests started by this pass: over ``sending_seconds``, the achieved rate."""
     sending_seconds: float = 0.0
     retries: Counter[str] = field(default_factory=Counter)
     """Retries per reason: ``http_429``, ``http_503``, ``timeout``, ``disconnected``..."""
@@ -152,9 +154,10 @@ class Summary:
             if self.duration_seconds > 0 else None,
             "requests_sent": self.requests_sent,
             # Over one second at least, like --rate: 4 requests in 10 ms are not 400/s.
+            "requests_this_pass": self.pass_requests,
             "requests_per_second": round(
-                self.requests_sent / max(self.sending_seconds, WINDOW_SECONDS), 1)
-            if self.requests_sent else None,
+                self.pass_requests / max(self.sending_seconds, WINDOW_SECONDS), 1)
+            if self.pass_requests else None,
             "retries": dict(self.retries.most_common()),
             "retries_unanswered": self.retries_unanswered,
             "stopped": self.stopped,

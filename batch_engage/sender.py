@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import Enum
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import aiohttp
 
@@ -63,6 +63,24 @@ class Unanswered(Exception):
 
 
 Transport = Callable[[bytes], Awaitable[Answer]]
+
+
+class Ledger(Protocol):
+    """Where the sender notes which rows are on their way (the journal, in a run)."""
+
+    async def sending(self, row: int, identifier: str) -> None:
+        """Note the row as on its way; return once the note is durable."""
+
+    def forget(self, row: int) -> None:
+        """The row's last request is known not to have been acted on."""
+
+
+class _NoLedger:
+    async def sending(self, row: int, identifier: str) -> None:
+        pass
+
+    def forget(self, row: int) -> None:
+        pass
 
 
 def aiohttp_transport(
@@ -202,8 +220,9 @@ class RetryPolicy:
 @dataclass(frozen=True, slots=True)
 class Result:
     outcome: str
-    """``ok``; a failure stage (``api``, ``http``, ``network``); or ``unsent``: the run
-    stopped before this row got an answer, so it still has to be sent."""
+    """``ok``; a failure stage (``api``, ``http``, ``network``); ``unsent``: the run
+    stopped before this row got an answer, so it still has to be sent; or ``uncertain``:
+    the run was aborted while the row's request was on its way."""
     attempts: int
     http_status: int | None
     error: str
@@ -220,15 +239,17 @@ class Sender:
 
     def __init__(
         self, transport: Transport, *, limiter: RateLimiter, max_in_flight: int,
-        policy: RetryPolicy, rng: random.Random | None = None,
+        policy: RetryPolicy, rng: random.Random | None = None, ledger: Ledger | None = None,
     ) -> None:
         self._transport = transport
+        self._ledger = ledger or _NoLedger()
         self._limiter = limiter
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self.max_in_flight = max_in_flight
         self._policy = policy
         self._rng = rng or random.Random()
         self._waiting: set[asyncio.Task[object]] = set()
+        self._on_the_wire: set[asyncio.Task[object]] = set()
         self.stop_reason: str | None = None
         self.requests_started = 0
         self.retries: Counter[str] = Counter()
@@ -242,6 +263,12 @@ class Sender:
         if self.stop_reason is None:
             self.stop_reason = reason
         for task in list(self._waiting):
+            task.cancel()
+
+    def abort(self, reason: str) -> None:
+        """Stop, and cut off the requests on the wire too: their rows end ``uncertain``."""
+        self.stop(reason)
+        for task in list(self._on_the_wire):
             task.cancel()
 
     async def send(self, request: Request) -> Result:
@@ -272,13 +299,24 @@ class Sender:
                 await self._in_flight.acquire()
             try:
                 with self._stoppable(task):
+                    # Noted before the rate wait, so the note's commit overlaps with it.
+                    await self._ledger.sending(request.row, request.identifier)
                     await self._limiter.acquire()
                 if self.stop_reason is not None:
                     return Result("unsent", attempt, None, "", "", _now())
                 attempt += 1
                 self.requests_started += 1
+                self._on_the_wire.add(task)
                 try:
                     answer = await self._transport(request.body)
+                except asyncio.CancelledError:
+                    if self.stop_reason is None:
+                        raise
+                    task.uncancel()
+                    return Result("uncertain", attempt, None, "uncertain",
+                                  "the run was stopped while this row's request was on its way; "
+                                  "it may or may not have engaged the profile: check in the "
+                                  "account before sending it again", _now())
                 except Unanswered as e:
                     failure = Result("network", attempt, None, e.reason, e.text, _now())
                     reason, unanswered, retry_after = e.reason, e.maybe_sent, None
@@ -295,10 +333,12 @@ class Sender:
                     if verdict.verdict is Verdict.FAILED:
                         return failure
                     reason, unanswered = verdict.error, False
+                    self._ledger.forget(request.row)
                     retry_after = parse_retry_after(answer.retry_after, datetime.now(UTC))
                     if answer.status == 429:
                         self._limiter.slow_down()
             finally:
+                self._on_the_wire.discard(task)
                 self._in_flight.release()
             if attempt >= self._policy.max_attempts:
                 return Result(failure.outcome, attempt, failure.http_status, failure.error,

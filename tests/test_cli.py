@@ -96,7 +96,7 @@ def test_out_folder_with_files_is_refused(invoke: CliRun, tmp_path: Path, emails
     assert dry(invoke, tmp_path, emails, "-w", "1")[0] == 0
     code, output, _ = dry(invoke, tmp_path, emails, "-w", "1")
     assert code == ExitStatus.USAGE_OR_INPUT_ERROR
-    assert "already holds files" in output
+    assert "already holds a run; to continue it add --resume" in output
 
 
 def test_encoding_and_delimiter_overrides(invoke: CliRun, tmp_path: Path) -> None:

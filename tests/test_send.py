@@ -56,9 +56,9 @@ def test_exit_0_every_row_engaged_once(invoke: CliRun, tmp_path: Path) -> None:
     assert "succeeded:                    30" in result.stdout
     assert "Requests: 30 sent" in result.stdout
     assert "failed.csv" not in result.stdout
-    for text in [result.stdout, result.stderr,
-                 *(p.read_text("utf-8-sig") for p in out.iterdir())]:
-        assert MOCK_TOKEN not in text
+    for text in [result.stdout.encode(), result.stderr.encode(),
+                 *(p.read_bytes() for p in out.iterdir())]:
+        assert MOCK_TOKEN.encode() not in text
 
 
 def test_exit_1_failed_rows_are_reported_and_the_rerun_command_works(
@@ -129,9 +129,9 @@ def test_exit_3_a_rejected_token_stops_the_run(
     assert summary["outcomes"] == {"unsent": 200}
     assert summary["rows"] == 200
     assert read_csv(out / "success.csv") == read_csv(out / "failed.csv") == []
-    for text in [result.stdout, result.stderr,
-                 *(p.read_text("utf-8-sig") for p in out.iterdir())]:
-        assert wrong not in text
+    for text in [result.stdout.encode(), result.stderr.encode(),
+                 *(p.read_bytes() for p in out.iterdir())]:
+        assert wrong.encode() not in text
 
 
 def test_server_errors_and_dropped_connections_end_in_their_stages(

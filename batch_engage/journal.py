@@ -1,0 +1,303 @@
+"""The run's memory: which rows are done, which are on their way; what ``--resume`` reads.
+
+A SQLite database in WAL mode in the run folder. A row is written as ``sending`` and
+committed *before* its request leaves, and written with its result after the answer. Writes
+are gathered into group commits made in a worker thread, each durable (``synchronous=FULL``)
+when it returns: a row waits for the commit that carries its ``sending`` mark, and that same
+commit carries every result recorded before it. So after a kill, the rows still marked
+``sending`` are at most the requests that were in flight, and they are the only rows whose
+fate is unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from .errors import UsageError
+
+JOURNAL_NAME = "journal.sqlite"
+LOCK_NAME = ".lock"
+SCHEMA_VERSION = "1"
+
+SENDING = "sending"
+"""Committed before the request leaves: after a kill, the row's outcome is unknown."""
+UNCERTAIN = "uncertain"
+"""A ``sending`` row found by ``--resume``, or one whose request a second Ctrl-C cut off."""
+DONE = frozenset({"ok", "api", "http", "network"})
+"""Final outcomes; ``ok`` or the failure stage."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rows (
+    row INTEGER PRIMARY KEY,
+    state TEXT NOT NULL,
+    identifier TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    http_status INTEGER,
+    error TEXT NOT NULL DEFAULT '',
+    error_text TEXT NOT NULL DEFAULT '',
+    completed_at TEXT NOT NULL DEFAULT ''
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RowState:
+    row: int
+    state: str
+    """``sending``, ``uncertain``, ``ok``, or a failure stage."""
+    identifier: str
+    attempts: int
+    http_status: int | None
+    error: str
+    error_text: str
+    completed_at: str
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What makes an input file the same file: its size and a SHA-256 of its bytes."""
+
+    size: int
+    sha256: str
+
+    @classmethod
+    def of(cls, path: Path) -> Fingerprint:
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        return cls(path.stat().st_size, digest.hexdigest())
+
+
+class RunLock:
+    """One process per run folder: a second run or resume on the same ``--out`` is refused
+    while the first holds the lock. The OS drops the lock when the process dies, however."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / LOCK_NAME
+        self._fd: int | None = None
+
+    def __enter__(self) -> Self:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            raise UsageError(
+                f"another batch-engage (process {holder or '?'}) is using the run folder "
+                f"{self.path.parent} right now; wait for it to finish, or use another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the lock
+            self._fd = None
+
+
+def check_options(stored: dict[str, Any], fixed: dict[str, Any]) -> None:
+    """Refuse options that would change what the rows of a resumed run become."""
+    changed = [k for k in stored if stored[k] != fixed.get(k)]
+    if changed:
+        raise UsageError(
+            "--resume continues the run with its own options, and these differ: "
+            + "; ".join(f"--{k.replace('_', '-')} was {stored[k]!r}, now {fixed.get(k)!r}"
+                        for k in changed)
+            + ". Leave them out to keep the run's values (only --rate, --concurrency, "
+            "--max-attempts, --timeout and -q may change)"
+        )
+
+
+def stored_options(out: Path) -> dict[str, Any]:
+    """The options the run in ``out`` was started with (``RunOptions.fixed``)."""
+    path = out / JOURNAL_NAME
+    found = None
+    if path.exists():
+        reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            found = reader.execute("SELECT value FROM meta WHERE key = 'options'").fetchone()
+        except sqlite3.DatabaseError:
+            found = None
+        finally:
+            reader.close()
+    if found is None:
+        raise UsageError(
+            f"there is no run to resume in {out} (it has no readable {JOURNAL_NAME}); check "
+            "--out, or start a new run without --resume"
+        )
+    return dict(json.loads(found[0]))
+
+
+class Journal:
+    """The database, and the group committer that makes writes durable in batches."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        # Used by one thread at a time: this one while the run sets up, then the committer.
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._writes: list[tuple[str, tuple[Any, ...]]] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._wake: asyncio.Event | None = None
+        self._committer: asyncio.Task[None] | None = None
+        self._closing = False
+        self._failure: BaseException | None = None
+        # A commit runs in a worker thread; this keeps two from ever overlapping.
+        self._commit_lock = threading.Lock()
+
+    # --- set-up, before the run's loop starts writing ---------------------------------------
+
+    def meta(self, key: str) -> Any:
+        found = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if found is None else json.loads(found[0])
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                         (key, json.dumps(value, ensure_ascii=False)))
+
+    def begin(self, fingerprint: Fingerprint, fixed: dict[str, Any]) -> None:
+        """A new run: what it reads and how, for ``--resume`` to hold it to."""
+        self.set_meta("version", SCHEMA_VERSION)
+        self.set_meta("input_size", fingerprint.size)
+        self.set_meta("input_sha256", fingerprint.sha256)
+        self.set_meta("options", fixed)
+        self.set_meta("requests_sent", 0)
+        self.set_meta("retries", {})
+        self.set_meta("retries_unanswered", 0)
+
+    def check_resume(self, fingerprint: Fingerprint, fixed: dict[str, Any], input_name: str
+                     ) -> None:
+        """Refuse a resume that would not continue the same run."""
+        if self.meta("version") != SCHEMA_VERSION:
+            raise UsageError(f"{self.path} was written by another version of batch-engage; "
+                             "finish that run with the version that started it")
+        if (self.meta("input_size"), self.meta("input_sha256")) != (
+                fingerprint.size, fingerprint.sha256):
+            raise UsageError(
+                f"{input_name} is not the file this run started with (its size or content "
+                "changed); resume with the original file, or start a new run with a new --out "
+                "(rows already sent would then be sent again)"
+            )
+        check_options(self.meta("options"), fixed)
+
+    def states(self) -> Iterator[RowState]:
+        """Every row the journal knows, in row order, as it was when the run started.
+
+        A cursor on a connection of its own: memory stays flat however long the file, and
+        the rows this run writes meanwhile do not move under it.
+        """
+        reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            cursor = reader.execute(
+                "SELECT row, state, identifier, attempts, http_status, error, error_text, "
+                "completed_at FROM rows ORDER BY row")
+            for found in cursor:
+                yield RowState(*found)
+        finally:
+            reader.close()
+
+    def add_pass(self, requests_sent: int, retries: Counter[str], unanswered: int) -> None:
+        """Add one pass's sending figures to the run's totals."""
+        self.set_meta("requests_sent", self.meta("requests_sent") + requests_sent)
+        self.set_meta("retries", dict(Counter(self.meta("retries")) + retries))
+        self.set_meta("retries_unanswered", self.meta("retries_unanswered") + unanswered)
+
+    # --- during the run ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._committer = asyncio.create_task(self._commit_forever())
+
+    async def sending(self, row: int, identifier: str) -> None:
+        """Mark the row as on its way; returns once that is on disk."""
+        if self._failure is not None:
+            raise self._failure
+        self._writes.append(("INSERT OR REPLACE INTO rows (row, state, identifier) "
+                             "VALUES (?, ?, ?)", (row, SENDING, identifier)))
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        assert self._wake is not None
+        self._wake.set()
+        await waiter
+
+    def record(self, result: RowState) -> None:
+        """A row's result; on disk with the next commit (nobody waits for it)."""
+        self._writes.append(("INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             dataclasses.astuple(result)))
+
+    def forget(self, row: int) -> None:
+        """The row's last request is known not to have been acted on: it is to be sent."""
+        self._writes.append(("DELETE FROM rows WHERE row = ?", (row,)))
+
+    async def _commit_forever(self) -> None:
+        assert self._wake is not None
+        while not self._closing:
+            await self._wake.wait()
+            self._wake.clear()
+            writes, self._writes = self._writes, []
+            waiters, self._waiters = self._waiters, []
+            try:
+                if writes:
+                    await asyncio.to_thread(self._commit, writes)
+            except Exception as e:  # a full disk...: no row may leave unrecorded
+                self._failure = e
+                for waiter in waiters:
+                    waiter.set_exception(e)
+                raise
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def _commit(self, writes: list[tuple[str, tuple[Any, ...]]]) -> None:
+        with self._commit_lock:
+            self._db.execute("BEGIN")
+            try:
+                for sql, params in writes:
+                    self._db.execute(sql, params)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    async def stop(self) -> None:
+        """Let the committer finish its batch, then commit what is left."""
+        if self._committer is not None:
+            self._closing = True
+            assert self._wake is not None
+            self._wake.set()
+            try:
+                await self._committer
+            finally:
+                self._committer = None
+        if self._writes:
+            writes, self._writes = self._writes, []
+            await asyncio.to_thread(self._commit, writes)
+
+    def close(self) -> None:
+        if self._writes:
+            writes, self._writes = self._writes, []
+            self._commit(writes)
+        with self._commit_lock:
+            self._db.close()

@@ -190,8 +190,9 @@ async def _send(
             journal.check_resume(fingerprint, options.fixed(), options.input.name)
             known = _Known(journal.states())
             stack.callback(known.close)
+            summary.started_at = journal.meta("started_at")  # reports read as one run
         else:
-            journal.begin(fingerprint, options.fixed())
+            journal.begin(fingerprint, options.fixed(), summary.started_at)
         progress = _progress(options, table)
         failed = stack.enter_context(FailedReport(job.out / "failed.csv", table.headers))
         success = stack.enter_context(SuccessReport(

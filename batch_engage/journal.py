@@ -2,23 +2,28 @@
 
 A SQLite database in WAL mode in the run folder. A row is written as ``sending`` and
 committed *before* its request leaves, and written with its result after the answer. Writes
-are gathered into group commits made in a worker thread, each durable (``synchronous=FULL``)
-when it returns: a row waits for the commit that carries its ``sending`` mark, and that same
-commit carries every result recorded before it. So after a kill, the rows still marked
-``sending`` are at most the requests that were in flight, and they are the only rows whose
-fate is unknown.
+are gathered into group commits: a row waits for the commit that carries its ``sending``
+mark, and that same commit carries every result recorded before it. So after a kill, the
+rows still marked ``sending`` are at most the requests that were in flight, and they are the
+only rows whose fate is unknown.
+
+Each commit is durable before anyone waiting on it goes on, against power loss too: SQLite
+writes the commit to the WAL file (``synchronous=NORMAL``), then ``fdatasync`` puts that file
+on disk, as ``synchronous=FULL`` would but without flushing the file's metadata each time.
+Both run in the event loop's thread, blocking it for a fraction of a millisecond per commit:
+measured, that costs less than handing the sync to a worker thread, whose round trips through
+a busy loop (waking the thread, taking the interpreter lock, waking the loop) made each
+``sending`` mark wait 4 ms instead of about one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import fcntl
 import hashlib
 import json
 import os
 import sqlite3
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -153,19 +158,15 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        # Used by one thread at a time: this one while the run sets up, then the committer.
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # the WAL is synced below, per commit
         self._db.executescript(_SCHEMA)
-        self._writes: list[tuple[str, tuple[Any, ...]]] = []
-        self._waiters: list[asyncio.Future[None]] = []
-        self._wake: asyncio.Event | None = None
-        self._committer: asyncio.Task[None] | None = None
-        self._closing = False
-        self._failure: BaseException | None = None
-        # A commit runs in a worker thread; this keeps two from ever overlapping.
-        self._commit_lock = threading.Lock()
+        self._wal = os.open(f"{path}-wal", os.O_RDONLY | os.O_CREAT, 0o644)
+        self._pending: dict[int, tuple[Any, ...] | None] = {}
+        self._next_commit: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop
+        self._failure: Exception | None = None
 
     # --- set-up, before the run's loop starts writing ---------------------------------------
 
@@ -177,9 +178,10 @@ class Journal:
         self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                          (key, json.dumps(value, ensure_ascii=False)))
 
-    def begin(self, fingerprint: Fingerprint, fixed: dict[str, Any]) -> None:
+    def begin(self, fingerprint: Fingerprint, fixed: dict[str, Any], started_at: str) -> None:
         """A new run: what it reads and how, for ``--resume`` to hold it to."""
         self.set_meta("version", SCHEMA_VERSION)
+        self.set_meta("started_at", started_at)
         self.set_meta("input_size", fingerprint.size)
         self.set_meta("input_sha256", fingerprint.sha256)
         self.set_meta("options", fixed)
@@ -225,79 +227,73 @@ class Journal:
         self.set_meta("retries_unanswered", self.meta("retries_unanswered") + unanswered)
 
     # --- during the run ---------------------------------------------------------------------
+    # Writes wait in ``_pending``, the last one per row (each sets the row's whole state, or
+    # deletes it). The first ``sending`` mark of a loop iteration schedules a commit for the
+    # next one: every mark made meanwhile rides along, with every result recorded so far.
 
     async def start(self) -> None:
-        self._wake = asyncio.Event()
-        self._committer = asyncio.create_task(self._commit_forever())
+        self._loop = asyncio.get_running_loop()
 
     async def sending(self, row: int, identifier: str) -> None:
         """Mark the row as on its way; returns once that is on disk."""
         if self._failure is not None:
             raise self._failure
-        self._writes.append(("INSERT OR REPLACE INTO rows (row, state, identifier) "
-                             "VALUES (?, ?, ?)", (row, SENDING, identifier)))
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        assert self._wake is not None
-        self._wake.set()
-        await waiter
+        self._pending[row] = (row, SENDING, identifier, 0, None, "", "", "")
+        if self._next_commit is None:
+            self._next_commit = self._loop.create_future()
+            self._loop.call_soon(self._flush)
+        await self._next_commit
 
     def record(self, result: RowState) -> None:
         """A row's result; on disk with the next commit (nobody waits for it)."""
-        self._writes.append(("INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                             dataclasses.astuple(result)))
+        self._pending[result.row] = (
+            result.row, result.state, result.identifier, result.attempts, result.http_status,
+            result.error, result.error_text, result.completed_at)  # not astuple: it deep-copies
 
     def forget(self, row: int) -> None:
         """The row's last request is known not to have been acted on: it is to be sent."""
-        self._writes.append(("DELETE FROM rows WHERE row = ?", (row,)))
+        self._pending[row] = None
 
-    async def _commit_forever(self) -> None:
-        assert self._wake is not None
-        while not self._closing:
-            await self._wake.wait()
-            self._wake.clear()
-            writes, self._writes = self._writes, []
-            waiters, self._waiters = self._waiters, []
-            try:
-                if writes:
-                    await asyncio.to_thread(self._commit, writes)
-            except Exception as e:  # a full disk...: no row may leave unrecorded
-                self._failure = e
-                for waiter in waiters:
-                    waiter.set_exception(e)
-                raise
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        commit, self._next_commit = self._next_commit, None
+        if not pending:  # stop() got here first
+            return
+        try:
+            self._commit(pending)
+            os.fdatasync(self._wal)
+        except Exception as e:
+            self._failure = e
+            if commit is not None and not commit.done():
+                commit.set_exception(e)
+            return
+        if commit is not None and not commit.done():
+            commit.set_result(None)
 
-    def _commit(self, writes: list[tuple[str, tuple[Any, ...]]]) -> None:
-        with self._commit_lock:
-            self._db.execute("BEGIN")
-            try:
-                for sql, params in writes:
-                    self._db.execute(sql, params)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _commit(self, pending: dict[int, tuple[Any, ...] | None]) -> None:
+        upserts = [state for state in pending.values() if state is not None]
+        deletes = [(row,) for row, state in pending.items() if state is None]
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?, ?, ?, ?, ?)", upserts)
+            if deletes:
+                self._db.executemany("DELETE FROM rows WHERE row = ?", deletes)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     async def stop(self) -> None:
-        """Let the committer finish its batch, then commit what is left."""
-        if self._committer is not None:
-            self._closing = True
-            assert self._wake is not None
-            self._wake.set()
-            try:
-                await self._committer
-            finally:
-                self._committer = None
-        if self._writes:
-            writes, self._writes = self._writes, []
-            await asyncio.to_thread(self._commit, writes)
+        if self._pending:
+            self._flush()
+        if self._failure is not None:
+            raise self._failure
 
     def close(self) -> None:
-        if self._writes:
-            writes, self._writes = self._writes, []
-            self._commit(writes)
-        with self._commit_lock:
-            self._db.close()
+        if self._pending:
+            pending, self._pending = self._pending, {}
+            self._commit(pending)
+            os.fdatasync(self._wal)
+        os.close(self._wal)
+        self._db.close()

@@ -6,19 +6,24 @@ judge them by the server's own count of what it accepted.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from batch_engage.journal import RunLock
+from batch_engage import RunOptions, Secret, run
+from batch_engage.journal import JOURNAL_NAME, RunLock
 from batch_engage.mock_server import MockConfig, MockStats, RunningMock, serve_in_thread
+from batch_engage.sender import Answer
 from batch_engage.status import ExitStatus
 
 from .conftest import MOCK_TOKEN, CliRun, read_csv, read_summary, token_env, write_csv
@@ -252,3 +257,25 @@ def test_two_processes_on_one_folder_the_second_is_refused(tmp_path: Path) -> No
         assert first.returncode == ExitStatus.ROWS_FAILED
         assert check_every_row_once(out, mock.stats) == []
     assert Counter(mock.stats.accepted.values()) == {1: ROWS - 1}
+
+
+def test_each_row_is_on_disk_as_sending_before_its_request_leaves(tmp_path: Path) -> None:
+    """The transport looks into the journal (a separate connection, as after a kill)."""
+    out = tmp_path / "out"
+    seen: list[tuple[int, str]] = []
+
+    async def check(body: bytes) -> Answer:
+        email = json.loads(body)["email"]
+        with closing(sqlite3.connect(out / JOURNAL_NAME)) as db:
+            seen.append(db.execute("SELECT row, state FROM rows WHERE identifier = ?",
+                                   (email,)).fetchone())
+        return Answer(200, b'{"error": 0, "error_text": "ok"}')
+
+    options = RunOptions(input=emails(tmp_path, 50), workflow_id=1,
+                         api_url="http://unused.invalid", token=Secret("t"),
+                         rate_per_second=0, max_in_flight=4, out=out)
+    run(options, transport=check)
+    assert len(seen) == 49
+    assert {state for _, state in seen} == {"sending"}
+    with closing(sqlite3.connect(out / JOURNAL_NAME)) as db:
+        assert dict(db.execute("SELECT state, count(*) FROM rows GROUP BY state")) == {"ok": 49}

@@ -23,6 +23,10 @@ DELIMITERS = (",", ";", "\t", "|")
 DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 # Enough text to see the encoding and a few dozen rows, small enough to read at every start.
 _SAMPLE_BYTES = 64 * 1024
+# The csv module's default cell limit (128 KB) would make one long template text a
+# file-level error; a cell this long is read, and the row fails on the API's 10 MB body
+# limit instead. Longer than this, it is nearly always a quote that never closes.
+MAX_CELL_CHARS = 64 * 1024 * 1024
 # A cell may legitimately be large (JSON content); the request size limit judges it, not csv.
 csv.field_size_limit(2**31 - 1)
 # batch-engage's own reports end with these; reading a report back ignores them.
@@ -200,6 +204,7 @@ class TextTable:
         self._file: IO[str] = path.open(
             encoding=self.encoding, errors="surrogateescape", newline=""
         )
+        csv.field_size_limit(max(csv.field_size_limit(), MAX_CELL_CHARS))
         self._reader = csv.reader(self._file, delimiter=self.delimiter)
         self._line = 1
         try:
@@ -249,6 +254,12 @@ class TextTable:
             return InputFileError(
                 f"row {number}: the text is not valid {self.encoding}; "
                 f"try --encoding {other}, or save the file as CSV UTF-8"
+            )
+        if "field larger than field limit" in str(error):
+            return InputFileError(
+                f"row {number}: a cell runs on for more than {MAX_CELL_CHARS // 2**20} MB; "
+                f'most often a quote (") opens in or before row {number} and never closes: '
+                "check that row in a text editor"
             )
         return InputFileError(f"row {number}: the file cannot be read as a table ({error})")
 

@@ -29,7 +29,9 @@ WINDOW_SECONDS = 1.0
 # quiet window, so a server that is merely busy is not hammered back to the full rate.
 SLOWDOWN_FACTOR = 0.5
 RECOVERY_STEP = 0.05
-MIN_RATE_PER_SECOND = 0.1
+# Neither slowed below nor recovering by less than one request a second: a run that met
+# 429s in its first second (when it had sent only a few) must not crawl for minutes.
+MIN_RATE_PER_SECOND = 1.0
 
 
 class RateLimiter:
@@ -73,7 +75,8 @@ class RateLimiter:
         quiet_windows = int((now - self._last_change) / WINDOW_SECONDS)
         if quiet_windows < 1:
             return
-        raised = self._current + RECOVERY_STEP * self._target * quiet_windows
+        step = max(RECOVERY_STEP * self._target, MIN_RATE_PER_SECOND)
+        raised = self._current + step * quiet_windows
         # Back at the target, the run is back at the user's limit (or at no limit at all).
         self._current = self.max_per_second if raised >= self._target else raised
         self._last_change += quiet_windows * WINDOW_SECONDS

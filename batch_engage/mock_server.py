@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import email.utils
 import json
 import random
 import re
@@ -22,6 +23,8 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from aiohttp import web
@@ -51,6 +54,8 @@ class MockConfig:
     drop_rate: float = 0.0
     """Share of connections closed before an answer (the request is not acted on)."""
     seed: int | None = None
+    slow_seconds: float = 2.0
+    """How long a scripted ``Fault.SLOW`` answer takes."""
 
     def __post_init__(self) -> None:
         for name in ("fail_rate", "unknown_rate", "drop_rate"):
@@ -81,6 +86,35 @@ class MockStats:
             "accepted_twice": sorted(k for k, n in self.accepted.items() if n > 1),
             "accepted": dict(self.accepted),
         }
+
+
+class Fault(StrEnum):
+    """Faults a test can script request by request (``MockServer(script=...)``)."""
+
+    SERVER_ERROR = "503"
+    """HTTP 503 with the API's JSON; not acted on."""
+    HTML_ERROR = "html-502"
+    """HTTP 502 with a proxy's HTML page; not acted on."""
+    HTML_OK = "html-200"
+    """HTTP 200 with an HTML page (a maintenance page); not acted on."""
+    TOO_MANY = "429"
+    """HTTP 429 with ``Retry-After`` in seconds; not acted on."""
+    TOO_MANY_DATE = "429-date"
+    """HTTP 429 with ``Retry-After`` as an HTTP date; not acted on."""
+    SLOW = "slow"
+    """Answers after ``MockConfig.slow_seconds``; not acted on if the client gave up."""
+    DROP = "drop"
+    """The connection is closed before an answer; not acted on."""
+    CUT_OFF = "cut-off"
+    """Acted on; the answer breaks off halfway through its body."""
+    TRUNCATED = "truncated"
+    """Acted on; HTTP 200 whose JSON stops short."""
+    API_ERROR = "api-error"
+    """HTTP 200 with ``error`` 440, as for an unknown profile; not acted on."""
+
+
+Script = Callable[[int], Fault | None]
+"""Request number (1, 2...) -> the fault for that request, if any."""
 
 
 class _BadRequest(Exception):
@@ -148,9 +182,14 @@ def _answer(error: int, text: str, status: int = 200, **headers: str) -> web.Res
 class MockServer:
     """The aiohttp application and the state behind it; ``stats`` is what it saw."""
 
-    def __init__(self, config: MockConfig | None = None) -> None:
+    def __init__(self, config: MockConfig | None = None, script: Script | None = None) -> None:
         self.config = config or MockConfig()
+        self.script = script
         self.stats = MockStats()
+        self._down_until = 0.0
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._address = ("", 0)
         self._rng = random.Random(self.config.seed)
         self._passed: deque[float] = deque()
         self.app = web.Application(client_max_size=16 * 1024 * 1024)
@@ -181,10 +220,13 @@ class MockServer:
         stats, config = self.stats, self.config
         stats.received += 1
         stats.received_at.append(now)
+        fault = self.script(stats.received) if self.script else None
+        if now < self._down_until:  # an outage: connections still open are dropped too
+            fault = Fault.DROP
         if self._over_rate_limit(now):
             stats.answers["http_429"] += 1
             return _answer(429, "Too many requests", 429, **{"Retry-After": "1"})
-        if config.drop_rate and self._rng.random() < config.drop_rate:
+        if fault is Fault.DROP or (config.drop_rate and self._rng.random() < config.drop_rate):
             stats.answers["dropped"] += 1
             if request.transport is not None:
                 request.transport.close()
@@ -197,9 +239,26 @@ class MockServer:
             raise asyncio.CancelledError from None
         if config.latency_ms:
             await asyncio.sleep(config.latency_ms / 1000)
-        if config.fail_rate and self._rng.random() < config.fail_rate:
+        if fault is Fault.SLOW:
+            await asyncio.sleep(config.slow_seconds)
+            if request.transport is None or request.transport.is_closing():
+                stats.answers["client_gone"] += 1
+                raise asyncio.CancelledError
+        if fault is Fault.SERVER_ERROR or (
+                config.fail_rate and self._rng.random() < config.fail_rate):
             stats.answers["http_503"] += 1
             return _answer(503, "Service temporarily unavailable", 503)
+        if fault in (Fault.TOO_MANY, Fault.TOO_MANY_DATE):
+            stats.answers["http_429"] += 1
+            later = email.utils.format_datetime(
+                datetime.now(UTC) + timedelta(seconds=1), usegmt=True)
+            return _answer(429, "Too many requests", 429, **{
+                "Retry-After": later if fault is Fault.TOO_MANY_DATE else "1"})
+        if fault in (Fault.HTML_ERROR, Fault.HTML_OK):
+            stats.answers[fault.value] += 1
+            return web.Response(
+                status=502 if fault is Fault.HTML_ERROR else 200, content_type="text/html",
+                text="<html><body><h1>Bad Gateway</h1><p>nginx</p></body></html>")
         try:
             body = json.loads(raw)
         except ValueError:
@@ -218,12 +277,39 @@ class MockServer:
         except _BadRequest as e:
             stats.answers["bad_request"] += 1
             return _answer(400, f"Incorrect request: {e}")
-        if self._unknown(identifier):
+        if fault is Fault.API_ERROR or self._unknown(identifier):
             stats.answers["unknown_profile"] += 1
             return _answer(UNKNOWN_PROFILE_ERROR, "Profile not found")
         stats.answers["ok"] += 1
         stats.accepted[identifier] += 1
+        if fault is Fault.TRUNCATED:
+            return web.Response(status=200, content_type="application/json",
+                                body=b'{"data": null, "error": 0, "error_te')
+        if fault is Fault.CUT_OFF:
+            await self._cut_off(request)
         return _answer(0, "Successful operation")
+
+    @staticmethod
+    async def _cut_off(request: web.Request) -> None:
+        """Start a full answer, send half of its body, then break the connection."""
+        body = json.dumps({"data": None, "error": 0, "error_text": "Successful operation"})
+        response = web.StreamResponse(status=200, headers={
+            "Content-Type": "application/json", "Content-Length": str(len(body))})
+        await response.prepare(request)
+        await response.write(body[: len(body) // 2].encode())
+        if request.transport is not None:
+            request.transport.close()
+        raise asyncio.CancelledError
+
+    async def outage(self, seconds: float) -> None:
+        """Go away: refuse new connections and drop open ones, then come back."""
+        assert self._site is not None
+        assert self._runner is not None
+        self._down_until = time.monotonic() + seconds
+        await self._site.stop()
+        await asyncio.sleep(seconds)
+        self._site = web.TCPSite(self._runner, *self._address)  # the same port again
+        await self._site.start()
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, str]:
         """Listen on ``host:port`` (0: any free port); return the runner and the base URL."""
@@ -232,6 +318,7 @@ class MockServer:
         site = web.TCPSite(runner, host, port)
         await site.start()
         bound = runner.addresses[0]
+        self._runner, self._site, self._address = runner, site, (host, bound[1])
         return runner, f"http://{host}:{bound[1]}"
 
 
@@ -239,26 +326,32 @@ class MockServer:
 class RunningMock:
     url: str
     server: MockServer
+    loop: asyncio.AbstractEventLoop
 
     @property
     def stats(self) -> MockStats:
         return self.server.stats
 
+    def outage(self, seconds: float) -> None:
+        """Start an outage of ``seconds`` in the server's thread; returns at once."""
+        asyncio.run_coroutine_threadsafe(self.server.outage(seconds), self.loop)
+
 
 @contextmanager
 def serve_in_thread(
-    config: MockConfig | None = None, host: str = "127.0.0.1", port: int = 0
+    config: MockConfig | None = None, host: str = "127.0.0.1", port: int = 0,
+    script: Script | None = None,
 ) -> Iterator[RunningMock]:
     """Run a mock server on its own event loop in a thread, for the demo and for tests
     whose client side runs its own loop (``batch_engage.run``, the CLI)."""
-    server = MockServer(config)
+    server = MockServer(config, script)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="mock-server", daemon=True)
     thread.start()
     try:
         runner, url = asyncio.run_coroutine_threadsafe(server.start(host, port), loop).result()
         try:
-            yield RunningMock(url, server)
+            yield RunningMock(url, server, loop)
         finally:
             asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result()
     finally:

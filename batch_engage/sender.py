@@ -52,6 +52,8 @@ class Answer:
     status: int
     body: bytes
     retry_after: str | None = None
+    cut_off: bool = False
+    """The connection broke after the status arrived, in the middle of the body."""
 
 
 class Unanswered(Exception):
@@ -96,8 +98,12 @@ def aiohttp_transport(
             async with session.post(
                 url, data=body, headers=headers, timeout=timeout, allow_redirects=False
             ) as response:
-                return Answer(response.status, await response.read(),
-                              response.headers.get("Retry-After"))
+                retry_after = response.headers.get("Retry-After")
+                try:
+                    return Answer(response.status, await response.read(), retry_after)
+                except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
+                    # The API had answered (it has a status) before the line broke.
+                    return Answer(response.status, b"", retry_after, cut_off=True)
         except TimeoutError:
             raise Unanswered("timeout", f"no answer within --timeout {timeout_seconds:g} s",
                              maybe_sent=True) from None
@@ -152,6 +158,12 @@ def judge(answer: Answer) -> Judgement:
     """What an answer means for its row; judged on the HTTP status and the body's ``error``."""
     status = answer.status
     fields = _api_fields(answer.body)
+    if answer.cut_off and status not in RETRY_STATUSES:
+        return Judgement(
+            Verdict.FAILED, "http", "answer_cut_off",
+            f"the API began to answer (HTTP {status}) and the connection broke off; it has "
+            "probably acted on the request: check in the account before sending this row "
+            "again (it was not retried, so as not to engage the profile twice)")
     if status in RETRY_STATUSES:
         return Judgement(Verdict.RETRY, "http", f"http_{status}",
                          f"the API answered HTTP {status}"

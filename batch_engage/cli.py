@@ -219,6 +219,9 @@ def sending_options(f: F) -> F:
                      show_default=True, help="Tries per row for retryable failures."),
         click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0,
                      show_default=True, help="Seconds per request."),
+        click.option("--no-verify-tls", "no_verify_tls", is_flag=True,
+                     help="Do not check the API's TLS certificate (a test server only: "
+                          "anyone on the way could read the token)."),
     ]):
         f = decorator(f)
     return f
@@ -357,6 +360,9 @@ def run(input_path: Path, verbose: bool, token_file: Path | None, **kw: Any) -> 
         if kw["resume"]:
             columns = _resume_defaults(ctx, kw, columns if config else None)
         token = None if kw["dry_run"] else read_token(token_file, warn)
+        if kw["no_verify_tls"] and not kw["dry_run"]:
+            warn("--no-verify-tls: the API's TLS certificate is not checked, so anyone on the "
+                 "network path could read the token; use it only with a test server")
         options = RunOptions(
             input=input_path,
             workflow_id=kw["workflow_id"],
@@ -381,6 +387,7 @@ def run(input_path: Path, verbose: bool, token_file: Path | None, **kw: Any) -> 
             allow_duplicates=kw["allow_duplicates"],
             dry_run=kw["dry_run"],
             quiet=kw["quiet"],
+            verify_tls=not kw["no_verify_tls"],
             resume=kw["resume"],
             resend_uncertain=kw["resend_uncertain"],
         )

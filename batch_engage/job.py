@@ -201,7 +201,8 @@ async def _send(
             # One session for the run, made inside the running loop, with a connection
             # pool exactly as large as the in-flight limit.
             session = await stack.enter_async_context(aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=options.max_in_flight)))
+                connector=aiohttp.TCPConnector(
+                    limit=options.max_in_flight, ssl=options.verify_tls)))
             transport = aiohttp_transport(session, options.api_url, options.timeout_seconds)
         sender = Sender(
             transport, limiter=RateLimiter(options.rate_per_second),

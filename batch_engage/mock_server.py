@@ -16,6 +16,7 @@ import json
 import random
 import re
 import signal
+import ssl
 import threading
 import time
 import zlib
@@ -185,6 +186,8 @@ class MockServer:
     def __init__(self, config: MockConfig | None = None, script: Script | None = None) -> None:
         self.config = config or MockConfig()
         self.script = script
+        self.on_accept: Callable[[dict[str, Any]], None] | None = None
+        """Called with each body the server acts on, for tests that check what was sent."""
         self.stats = MockStats()
         self._down_until = 0.0
         self._runner: web.AppRunner | None = None
@@ -282,6 +285,8 @@ class MockServer:
             return _answer(UNKNOWN_PROFILE_ERROR, "Profile not found")
         stats.answers["ok"] += 1
         stats.accepted[identifier] += 1
+        if self.on_accept is not None:
+            self.on_accept(body)
         if fault is Fault.TRUNCATED:
             return web.Response(status=200, content_type="application/json",
                                 body=b'{"data": null, "error": 0, "error_te')
@@ -311,15 +316,17 @@ class MockServer:
         self._site = web.TCPSite(self._runner, *self._address)  # the same port again
         await self._site.start()
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, str]:
-        """Listen on ``host:port`` (0: any free port); return the runner and the base URL."""
+    async def start(self, host: str = "127.0.0.1", port: int = 0,
+                    tls: ssl.SSLContext | None = None) -> tuple[web.AppRunner, str]:
+        """Listen on ``host:port`` (0: any free port), over TLS when given a context;
+        return the runner and the base URL."""
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=tls)
         await site.start()
         bound = runner.addresses[0]
         self._runner, self._site, self._address = runner, site, (host, bound[1])
-        return runner, f"http://{host}:{bound[1]}"
+        return runner, f"{'https' if tls else 'http'}://{host}:{bound[1]}"
 
 
 @dataclass(frozen=True)
@@ -340,7 +347,7 @@ class RunningMock:
 @contextmanager
 def serve_in_thread(
     config: MockConfig | None = None, host: str = "127.0.0.1", port: int = 0,
-    script: Script | None = None,
+    script: Script | None = None, tls: ssl.SSLContext | None = None,
 ) -> Iterator[RunningMock]:
     """Run a mock server on its own event loop in a thread, for the demo and for tests
     whose client side runs its own loop (``batch_engage.run``, the CLI)."""
@@ -349,7 +356,7 @@ def serve_in_thread(
     thread = threading.Thread(target=loop.run_forever, name="mock-server", daemon=True)
     thread.start()
     try:
-        runner, url = asyncio.run_coroutine_threadsafe(server.start(host, port), loop).result()
+        runner, url = asyncio.run_coroutine_threadsafe(server.start(host, port, tls), loop).result()
         try:
             yield RunningMock(url, server, loop)
         finally:

@@ -71,6 +71,8 @@ class RunOptions:
     allow_duplicates: bool = False
     dry_run: bool = False
     quiet: bool = False
+    verify_tls: bool = True
+    """Check the API's TLS certificate; off only for a test server, on the user's word."""
     resume: bool = False
     """Continue the run in ``out``: finished rows are not sent again."""
     resend_uncertain: bool = False
@@ -150,6 +152,7 @@ class RunOptions:
             "columns": self.columns,
             "allow_duplicates": self.allow_duplicates,
             "dry_run": self.dry_run,
+            "verify_tls": self.verify_tls,
             "resume": self.resume,
             "resend_uncertain": self.resend_uncertain,
         }

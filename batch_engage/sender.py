@@ -57,11 +57,13 @@ class Answer:
 
 
 class Unanswered(Exception):
-    """No answer came. ``maybe_sent``: the API may have acted on the request all the same."""
+    """No answer came. ``maybe_sent``: the API may have acted on the request all the same.
+    ``fatal``: no request can get through this way (an untrusted certificate): stop."""
 
-    def __init__(self, reason: str, text: str, *, maybe_sent: bool) -> None:
+    def __init__(self, reason: str, text: str, *, maybe_sent: bool, fatal: bool = False
+                 ) -> None:
         super().__init__(text)
-        self.reason, self.text, self.maybe_sent = reason, text, maybe_sent
+        self.reason, self.text, self.maybe_sent, self.fatal = reason, text, maybe_sent, fatal
 
 
 Transport = Callable[[bytes], Awaitable[Answer]]
@@ -107,6 +109,11 @@ def aiohttp_transport(
         except TimeoutError:
             raise Unanswered("timeout", f"no answer within --timeout {timeout_seconds:g} s",
                              maybe_sent=True) from None
+        except aiohttp.ClientConnectorCertificateError as e:
+            raise Unanswered(
+                "tls_error", f"the server's TLS certificate is not trusted "
+                f"({e.certificate_error}); fix the certificate, or for a test server only, "
+                "add --no-verify-tls", maybe_sent=False, fatal=True) from None
         except aiohttp.ClientConnectorError as e:
             # The connection was never made, so the API cannot have seen the request.
             raise Unanswered("connect_failed", f"cannot connect to {url}: {e.os_error}",
@@ -330,6 +337,9 @@ class Sender:
                                   "it may or may not have engaged the profile: check in the "
                                   "account before sending it again", _now())
                 except Unanswered as e:
+                    if e.fatal:
+                        self.stop(e.text)
+                        return Result("unsent", attempt, None, e.reason, e.text, _now())
                     failure = Result("network", attempt, None, e.reason, e.text, _now())
                     reason, unanswered, retry_after = e.reason, e.maybe_sent, None
                 else:

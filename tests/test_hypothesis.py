@@ -1,10 +1,13 @@
 """Property tests: any row maps to a valid JSON body holding exactly the mapped fields,
-or is rejected with a message naming its row; nothing crashes."""
+or is rejected with a message naming its row; any answer from the server gets a verdict;
+nothing crashes."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ from hypothesis import strategies as st
 
 from batch_engage.errors import InputFileError
 from batch_engage.job import run
+from batch_engage.limiter import RateLimiter
 from batch_engage.mapper import (
     _PLAIN_EMAIL,
     IDENTIFIER_COLUMN,
@@ -24,6 +28,15 @@ from batch_engage.mapper import (
 )
 from batch_engage.options import Matching, RunOptions
 from batch_engage.reader import Record
+from batch_engage.sender import (
+    Answer,
+    Result,
+    RetryPolicy,
+    Sender,
+    Verdict,
+    judge,
+    parse_retry_after,
+)
 
 HEADERS = ["email", "content.a", "content.b.c", "resource_id", "subscription_filter.not_strict",
            "ignored"]
@@ -115,3 +128,62 @@ def test_any_csv_gives_reports_or_a_file_error(
 def test_plain_email_fast_path_only_accepts_what_email_validator_accepts(text: str) -> None:
     if _PLAIN_EMAIL.fullmatch(text):
         validate_email(text, check_deliverability=False)
+
+
+# --- answers from the server: whatever comes back, a verdict, never a crash --------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=10,
+)
+api_bodies = st.one_of(
+    st.binary(max_size=300),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries({"error": json_values, "error_text": json_values}).map(
+        lambda d: json.dumps(d).encode()),
+    st.builds(lambda e, t: json.dumps({"error": e, "error_text": t}).encode(),
+              st.integers(-5, 1000), st.text()),
+)
+answers = st.builds(Answer, st.integers(100, 599), api_bodies,
+                    st.none() | st.text(max_size=40), st.booleans())
+
+
+@given(answers)
+def test_any_answer_gets_a_verdict(answer: Answer) -> None:
+    judgement = judge(answer)
+    assert judgement.verdict in Verdict
+    if judgement.verdict is not Verdict.OK:
+        assert judgement.error
+        assert judgement.text
+    if judgement.verdict is Verdict.OK:
+        assert 200 <= answer.status < 300
+        assert not answer.cut_off
+
+
+@given(st.text(max_size=60))
+def test_any_retry_after_is_a_delay_or_nothing(value: str) -> None:
+    delay = parse_retry_after(value, datetime.now(UTC))
+    assert delay is None or delay >= 0
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(answers, min_size=1, max_size=6))
+def test_a_row_meets_any_answers_and_ends_in_one_known_outcome(script: list[Answer]) -> None:
+    calls = 0
+
+    async def transport(_body: bytes) -> Answer:
+        nonlocal calls
+        calls += 1
+        return script[min(calls, len(script)) - 1]
+
+    async def main() -> Result:
+        sender = Sender(transport, limiter=RateLimiter(0), max_in_flight=1,
+                        policy=RetryPolicy(max_attempts=4, base_delay_seconds=0,
+                                           max_retry_after_seconds=0))
+        return await sender.send(Request(2, "a@b.co", b"{}"))
+
+    result = asyncio.run(main())
+    assert result.outcome in {"ok", "api", "http", "network", "unsent"}
+    assert 1 <= result.attempts <= 4
+    assert result.attempts == calls

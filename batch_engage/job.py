@@ -7,7 +7,7 @@ import concurrent.futures
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import AsyncExitStack, closing, contextmanager
 from datetime import UTC, datetime
 from itertools import chain
@@ -147,7 +147,7 @@ def _dry_run(job: _Run, table: Table) -> Summary:
 class _Known:
     """The journal's rows, walked alongside the input: both are in row order."""
 
-    def __init__(self, states: Iterator[RowState]) -> None:
+    def __init__(self, states: Generator[RowState, None, None]) -> None:
         self._states = states
         self._next = next(states, None)
 
@@ -157,7 +157,7 @@ class _Known:
         return self._next if self._next is not None and self._next.row == row else None
 
     def close(self) -> None:
-        self._states.close()  # type: ignore[attr-defined]
+        self._states.close()
 
 
 def _uncertain(known: RowState) -> RowState:

@@ -25,7 +25,7 @@ import json
 import os
 import sqlite3
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -120,6 +120,11 @@ class RunLock:
             self._fd = None
 
 
+def _read_only(path: Path) -> sqlite3.Connection:
+    # A URI, so that mode=ro applies; as_uri() escapes spaces, "?" and "#" in the path.
+    return sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+
+
 def check_options(stored: dict[str, Any], fixed: dict[str, Any]) -> None:
     """Refuse options that would change what the rows of a resumed run become."""
     changed = [k for k in stored if stored[k] != fixed.get(k)]
@@ -138,7 +143,7 @@ def stored_options(out: Path) -> dict[str, Any]:
     path = out / JOURNAL_NAME
     found = None
     if path.exists():
-        reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        reader = _read_only(path)
         try:
             found = reader.execute("SELECT value FROM meta WHERE key = 'options'").fetchone()
         except sqlite3.DatabaseError:
@@ -204,13 +209,13 @@ class Journal:
             )
         check_options(self.meta("options"), fixed)
 
-    def states(self) -> Iterator[RowState]:
+    def states(self) -> Generator[RowState, None, None]:
         """Every row the journal knows, in row order, as it was when the run started.
 
         A cursor on a connection of its own: memory stays flat however long the file, and
         the rows this run writes meanwhile do not move under it.
         """
-        reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        reader = _read_only(self.path)
         try:
             cursor = reader.execute(
                 "SELECT row, state, identifier, attempts, http_status, error, error_text, "

@@ -245,15 +245,17 @@ def test_one_run_per_folder(invoke: CliRun, tmp_path: Path) -> None:
 def test_two_processes_on_one_folder_the_second_is_refused(tmp_path: Path) -> None:
     data, out = emails(tmp_path), tmp_path / "out"
     with serve_in_thread(MockConfig(token=MOCK_TOKEN, latency_ms=20)) as mock:
-        first = start(data, out, mock)
-        while mock.stats.received < 10:
-            time.sleep(0.001)
-        for extra in [(), ("--resume",)]:
-            second = start(data, out, mock, *extra)
-            _, err = second.communicate(timeout=30)
-            assert second.returncode == ExitStatus.USAGE_OR_INPUT_ERROR
-            assert "is using the run folder" in err
-        first.communicate(timeout=60)
+        first = start(data, out, mock, "--rate", "30")  # 10 s: the others start meanwhile
+        try:
+            while mock.stats.received < 10:
+                time.sleep(0.001)
+            for extra in [(), ("--resume",)]:
+                second = start(data, out, mock, *extra)
+                _, err = second.communicate(timeout=30)
+                assert second.returncode == ExitStatus.USAGE_OR_INPUT_ERROR, err
+                assert "is using the run folder" in err
+        finally:
+            first.communicate(timeout=60)
         assert first.returncode == ExitStatus.ROWS_FAILED
         assert check_every_row_once(out, mock.stats) == []
     assert Counter(mock.stats.accepted.values()) == {1: ROWS - 1}

@@ -264,7 +264,6 @@ class Sender:
         self._ledger = ledger or _NoLedger()
         self._limiter = limiter
         self._in_flight = asyncio.Semaphore(max_in_flight)
-        self.max_in_flight = max_in_flight
         self._policy = policy
         self._rng = rng or random.Random()
         self._waiting: set[asyncio.Task[object]] = set()

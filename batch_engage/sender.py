@@ -29,6 +29,8 @@ ENDPOINT = "/api/v1.1/workflows/start"
 
 # Answers that say "not now" rather than "no": worth another try after a pause.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Connections refused before any request reached the API: a wrong URL, not a blip.
+UNREACHABLE_AFTER_FAILURES = 10
 # The token or the account is refused: every further request would be refused too.
 REFUSAL_STATUSES = frozenset({401, 403})
 REFUSAL_ERRORS = {
@@ -272,6 +274,8 @@ class Sender:
         self.requests_started = 0
         self.retries: Counter[str] = Counter()
         self.retries_unanswered = 0
+        self._reached = False
+        self._connect_failures = 0
 
     def stop(self, reason: str) -> None:
         """Start nothing more; rows waiting for a slot or a retry end as ``unsent``.
@@ -300,6 +304,17 @@ class Sender:
                 raise
             task.uncancel()
             return Result("unsent", 0, None, "", "", _now())
+
+    def _unreachable(self, error: Unanswered) -> bool:
+        """A wrong --api-url, or no network: every request so far failed to connect.
+
+        Stopping beats giving each row of a big file all its tries; the rows stay unsent,
+        for --resume. Once any request got through, an outage is ridden out with retries.
+        """
+        if self._reached or error.reason != "connect_failed":
+            return False
+        self._connect_failures += 1
+        return self._connect_failures >= UNREACHABLE_AFTER_FAILURES
 
     @contextmanager
     def _stoppable(self, task: asyncio.Task[object]) -> Iterator[None]:
@@ -336,12 +351,15 @@ class Sender:
                                   "it may or may not have engaged the profile: check in the "
                                   "account before sending it again", _now())
                 except Unanswered as e:
-                    if e.fatal:
-                        self.stop(e.text)
+                    if e.fatal or self._unreachable(e):
+                        self.stop(e.text if e.fatal else (
+                            f"{e.text}; no request has reached the API yet: check --api-url "
+                            "and the network"))
                         return Result("unsent", attempt, None, e.reason, e.text, _now())
                     failure = Result("network", attempt, None, e.reason, e.text, _now())
                     reason, unanswered, retry_after = e.reason, e.maybe_sent, None
                 else:
+                    self._reached = True
                     verdict = judge(answer)
                     if verdict.verdict is Verdict.OK:
                         return Result("ok", attempt, answer.status, "", verdict.text, _now())

@@ -6,6 +6,7 @@ import asyncio
 import io
 import re
 import shlex
+import socket
 from pathlib import Path
 
 import pytest
@@ -239,3 +240,17 @@ def test_progress_shows_counts_on_a_terminal_only() -> None:
     assert "10/10" in shown
     assert "ok=6 failed=4" in shown
     assert "row/s" in shown
+
+
+def test_a_wrong_api_url_stops_at_once_and_the_rows_stay_to_send(
+    invoke: CliRun, tmp_path: Path
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = invoke("run", emails_csv(tmp_path, 500), "-w", "1", "--out", tmp_path / "out",
+                    env=token_env(f"http://127.0.0.1:{port}"))
+    assert result.exit_code == ExitStatus.STOPPED
+    assert "no request has reached the API yet: check --api-url" in result.stderr
+    assert "To send the rest:" in result.stderr
+    assert read_summary(tmp_path / "out")["outcomes"] == {"unsent": 500}

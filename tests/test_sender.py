@@ -13,6 +13,7 @@ import pytest
 from batch_engage.limiter import RateLimiter
 from batch_engage.mapper import Request
 from batch_engage.sender import (
+    UNREACHABLE_AFTER_FAILURES,
     Answer,
     Result,
     RetryPolicy,
@@ -281,3 +282,31 @@ def test_an_error_in_reporting_stops_the_pool_and_is_raised() -> None:
 
     sender = asyncio.run(main())
     assert sender.requests_started < 20
+
+
+def test_a_url_that_never_connects_stops_the_run_rather_than_failing_every_row() -> None:
+    async def refused(_row: int, _attempt: int) -> Answer:
+        raise Unanswered("connect_failed", "cannot connect to http://x: refused",
+                         maybe_sent=False)
+
+    fake = FakeApi(refused)
+    sender, results = send_rows(fake, 200)
+    # The tenth refusal stops it; attempts already under way (at most 4) end as well.
+    assert UNREACHABLE_AFTER_FAILURES <= len(fake.calls) < UNREACHABLE_AFTER_FAILURES + 4
+    assert sender.stop_reason is not None
+    assert "no request has reached the API yet: check --api-url" in sender.stop_reason
+    assert {r.outcome for r in results.values()} == {"unsent"}
+
+
+def test_once_the_api_was_reached_refused_connections_are_retried() -> None:
+    async def outage(row: int, attempt: int) -> Answer:
+        if row > 2 and attempt < 3:
+            raise Unanswered("connect_failed", "refused", maybe_sent=False)
+        await asyncio.sleep(0.001)
+        return api(0)
+
+    fake = FakeApi(outage)
+    sender, results = send_rows(fake, 40, max_in_flight=1)
+    assert sender.stop_reason is None
+    assert {r.outcome for r in results.values()} == {"ok"}
+    assert sender.retries["connect_failed"] == 2 * 39

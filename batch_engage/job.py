@@ -35,7 +35,7 @@ from .options import RunOptions
 from .progress import Progress
 from .reader import Record, Table, open_table
 from .reporter import FailedReport, RequestsLog, SuccessReport, Summary
-from .sender import Result, RetryPolicy, Sender, Transport, aiohttp_transport
+from .sender import Result, RetryPolicy, Sender, Transport, aiohttp_transport, timestamp
 
 DRY_RUN_TOKEN = "***"
 # summary.json is rewritten this often during a run, so a crash leaves a recent one.
@@ -165,7 +165,7 @@ def _uncertain(known: RowState) -> RowState:
         known.row, UNCERTAIN, known.identifier, max(1, known.attempts), None, "uncertain",
         "the run was killed while this row's request was on its way; it may or may not have "
         "engaged the profile: check in the account, then send it from failed.csv, or add "
-        "--resend-uncertain to --resume", datetime.now(UTC).isoformat(timespec="milliseconds"))
+        "--resend-uncertain to --resume", timestamp())
 
 
 async def _send(

@@ -130,15 +130,11 @@ class RunOptions:
         }
 
     def public(self) -> dict[str, Any]:
-        """The options as plain JSON values, for summary.json; the token is left out."""
+        """The options as plain JSON values, for summary.json; the token is left out.
+        Content and paths are shown as the user gave them."""
         return {
             "input": str(self.input),
-            "workflow_id": self.workflow_id,
-            "api_url": self.api_url,
-            "matching": self.matching.value,
-            "field_name": self.field_name,
-            "resource_id": self.resource_id,
-            "phone_region": self.phone_region,
+            **self.fixed(),
             "content": dict(self.content),
             "attach": [str(p) for p in self.attach],
             "attach_dir": str(self.attach_dir) if self.attach_dir else None,
@@ -146,11 +142,6 @@ class RunOptions:
             "concurrency": self.max_in_flight,
             "max_attempts": self.max_attempts,
             "timeout": self.timeout_seconds,
-            "sheet": self.sheet,
-            "encoding": self.encoding,
-            "delimiter": self.delimiter,
-            "columns": self.columns,
-            "allow_duplicates": self.allow_duplicates,
             "dry_run": self.dry_run,
             "verify_tls": self.verify_tls,
             "resume": self.resume,

@@ -251,7 +251,8 @@ class Result:
     completed_at: str
 
 
-def _now() -> str:
+def timestamp() -> str:
+    """Now, as success.csv and the journal record it."""
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
@@ -303,7 +304,7 @@ class Sender:
             if self.stop_reason is None:
                 raise
             task.uncancel()
-            return Result("unsent", 0, None, "", "", _now())
+            return Result("unsent", 0, None, "", "", timestamp())
 
     def _unreachable(self, error: Unanswered) -> bool:
         """A wrong --api-url, or no network: every request so far failed to connect.
@@ -336,7 +337,7 @@ class Sender:
                     await self._ledger.sending(request.row, request.identifier)
                     await self._limiter.acquire()
                 if self.stop_reason is not None:
-                    return Result("unsent", attempt, None, "", "", _now())
+                    return Result("unsent", attempt, None, "", "", timestamp())
                 attempt += 1
                 self.requests_started += 1
                 self._on_the_wire.add(task)
@@ -349,26 +350,26 @@ class Sender:
                     return Result("uncertain", attempt, None, "uncertain",
                                   "the run was stopped while this row's request was on its way; "
                                   "it may or may not have engaged the profile: check in the "
-                                  "account before sending it again", _now())
+                                  "account before sending it again", timestamp())
                 except Unanswered as e:
                     if e.fatal or self._unreachable(e):
                         self.stop(e.text if e.fatal else (
                             f"{e.text}; no request has reached the API yet: check --api-url "
                             "and the network"))
-                        return Result("unsent", attempt, None, e.reason, e.text, _now())
-                    failure = Result("network", attempt, None, e.reason, e.text, _now())
+                        return Result("unsent", attempt, None, e.reason, e.text, timestamp())
+                    failure = Result("network", attempt, None, e.reason, e.text, timestamp())
                     reason, unanswered, retry_after = e.reason, e.maybe_sent, None
                 else:
                     self._reached = True
                     verdict = judge(answer)
                     if verdict.verdict is Verdict.OK:
-                        return Result("ok", attempt, answer.status, "", verdict.text, _now())
+                        return Result("ok", attempt, answer.status, "", verdict.text, timestamp())
                     if verdict.verdict is Verdict.REFUSED:
                         self.stop(verdict.text)
                         return Result("unsent", attempt, answer.status, verdict.error,
-                                      verdict.text, _now())
+                                      verdict.text, timestamp())
                     failure = Result(verdict.stage, attempt, answer.status, verdict.error,
-                                     verdict.text, _now())
+                                     verdict.text, timestamp())
                     if verdict.verdict is Verdict.FAILED:
                         return failure
                     reason, unanswered = verdict.error, False
@@ -414,7 +415,7 @@ class Sender:
         for item, request in items:
             await capacity.acquire()
             if self.stop_reason is not None:
-                on_result(item, request, Result("unsent", 0, None, "", "", _now()))
+                on_result(item, request, Result("unsent", 0, None, "", "", timestamp()))
                 break
             task = asyncio.create_task(one(item, request))
             tasks.add(task)

@@ -135,31 +135,32 @@ def test_exit_3_a_rejected_token_stops_the_run(
         assert wrong.encode() not in text
 
 
+@pytest.mark.parametrize(
+    ("config", "attempts", "stage", "error", "unanswered"),
+    [
+        (MockConfig(token=MOCK_TOKEN, fail_rate=1.0), 2, "http", "http_503", 0),
+        (MockConfig(token=MOCK_TOKEN, drop_rate=1.0), 3, "network", "disconnected", 12),
+    ],
+    ids=["server errors", "dropped connections"],
+)
 def test_server_errors_and_dropped_connections_end_in_their_stages(
-    invoke: CliRun, tmp_path: Path
+    invoke: CliRun, tmp_path: Path, config: MockConfig, attempts: int, stage: str,
+    error: str, unanswered: int,
 ) -> None:
     data = emails_csv(tmp_path, 6)
-    with serve_in_thread(MockConfig(token=MOCK_TOKEN, fail_rate=1.0)) as mock:
-        busy = invoke("run", data, "-w", "12", "--rate", "0", "--max-attempts", "2",
-                      "--out", tmp_path / "busy", env=token_env(mock.url))
-    assert busy.exit_code == ExitStatus.ROWS_FAILED
-    failed = read_csv(tmp_path / "busy" / "failed.csv")
+    with serve_in_thread(config) as mock:
+        result = invoke("run", data, "-w", "12", "--rate", "0", "--max-attempts",
+                        str(attempts), "--out", tmp_path / "out", env=token_env(mock.url))
+    assert result.exit_code == ExitStatus.ROWS_FAILED
+    failed = read_csv(tmp_path / "out" / "failed.csv")
     assert {(r["_stage"], r["_error"], r["_attempts"]) for r in failed} == {
-        ("http", "http_503", "2")}
-    assert "gave up after 2 tries" in failed[0]["_error_text"]
-    assert read_summary(tmp_path / "busy")["retries"] == {"http_503": 6}
-
-    with serve_in_thread(MockConfig(token=MOCK_TOKEN, drop_rate=1.0)) as mock:
-        dropped = invoke("run", data, "-w", "12", "--rate", "0", "--max-attempts", "3",
-                         "--out", tmp_path / "dropped", env=token_env(mock.url))
-    assert dropped.exit_code == ExitStatus.ROWS_FAILED
-    failed = read_csv(tmp_path / "dropped" / "failed.csv")
-    assert {(r["_stage"], r["_error"], r["_attempts"]) for r in failed} == {
-        ("network", "disconnected", "3")}
-    summary = read_summary(tmp_path / "dropped")
-    assert summary["retries"] == {"disconnected": 12}
-    assert summary["retries_unanswered"] == 12
-    assert "12 after no answer" in dropped.stdout
+        (stage, error, str(attempts))}
+    assert f"gave up after {attempts} tries" in failed[0]["_error_text"]
+    summary = read_summary(tmp_path / "out")
+    assert summary["retries"] == {error: 6 * (attempts - 1)}
+    assert summary["retries_unanswered"] == unanswered
+    if unanswered:
+        assert f"{unanswered} after no answer" in result.stdout
     assert mock.stats.accepted == {}
 
 

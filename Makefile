@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean golden-workbooks
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ lint: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench
+
+# Rebuild tests/golden/workbooks/*.xlsx and, with LibreOffice on the PATH, their golden CSVs
+# (what LibreOffice shows in each cell). Installs nothing: it needs the venv with the test
+# extras (openpyxl; `make test` or `make lint` makes it) and, on Debian, LibreOffice from
+# `apt-get install libreoffice-calc-nogui`. Review the CSV diff before committing it.
+golden-workbooks:
+	$(BIN)/python tests/golden/workbooks/make_workbooks.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache .hypothesis

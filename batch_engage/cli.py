@@ -163,7 +163,7 @@ def reading_options(f: F) -> F:
     """How INPUT is read: shared by every command that reads a spreadsheet."""
     for decorator in reversed([
         click.option("--sheet", metavar="NAME",
-                     help="Worksheet of an Excel file. [default: the first sheet]"),
+                     help="Worksheet of an Excel file. [default: the first visible sheet]"),
         click.option("--encoding", metavar="NAME",
                      help="Text encoding of a CSV, e.g. cp1251. [default: detected]"),
         click.option("--delimiter", metavar="CHAR", callback=_parse_delimiter,
@@ -322,6 +322,9 @@ def cli() -> None:
 @click.option("--config", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
               is_eager=True, expose_value=False, callback=_load_config,
               help="TOML file of options plus a [columns] table that renames headers.")
+@click.option("--include-hidden-rows", is_flag=True,
+              help="Also send rows hidden in the sheet (by a filter or by hand); otherwise "
+                   "they go to skipped.csv.")
 @click.option("--dry-run", is_flag=True,
               help="Check and map every row, write requests.jsonl, send nothing.")
 @click.option("--resume", is_flag=True,
@@ -385,6 +388,7 @@ def run(input_path: Path, verbose: bool, token_file: Path | None, **kw: Any) -> 
             delimiter=kw["delimiter"],
             columns=columns,
             allow_duplicates=kw["allow_duplicates"],
+            include_hidden_rows=kw["include_hidden_rows"],
             dry_run=kw["dry_run"],
             quiet=kw["quiet"],
             verify_tls=not kw["no_verify_tls"],

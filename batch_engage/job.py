@@ -34,10 +34,13 @@ from .mapper import IDENTIFIER_COLUMN, Mapper, Request, RowError
 from .options import RunOptions
 from .progress import Progress
 from .reader import Record, Table, open_table
-from .reporter import FailedReport, RequestsLog, SuccessReport, Summary
+from .reporter import FailedReport, RequestsLog, SkippedReport, SuccessReport, Summary
 from .sender import Result, RetryPolicy, Sender, Transport, aiohttp_transport, timestamp
 
 DRY_RUN_TOKEN = "***"
+HIDDEN_IN_SHEET = "hidden_in_sheet"
+HIDDEN_DETAIL = ("hidden in the sheet (by a filter or by hand); unhide it, or run with "
+                 "--include-hidden-rows")
 # summary.json is rewritten this often during a run, so a crash leaves a recent one.
 SUMMARY_EVERY_SECONDS = 2.0
 
@@ -97,14 +100,22 @@ class _Run:
         )
 
     def mapped(
-        self, records: Iterator[Record], mapper: Mapper
+        self, records: Iterator[Record], mapper: Mapper, skipped: SkippedReport,
+        progress: Progress,
     ) -> Iterator[tuple[Record, Request | RowError]]:
-        """Each data row with its request or the reason it has none; blank rows counted."""
+        """Each data row with its request or the reason it has none; blank rows counted,
+        hidden rows put in skipped.csv."""
+        send_hidden = self.options.include_hidden_rows
         for record in records:
             if _is_blank(record):
                 self.summary.blank += 1
                 continue
             self.summary.rows += 1
+            if record.hidden and not send_hidden:
+                skipped.add(record, HIDDEN_IN_SHEET, HIDDEN_DETAIL)
+                self.summary.skipped[HIDDEN_IN_SHEET] += 1
+                progress.row_skipped()
+                continue
             yield record, mapper.map(record)
 
     def report_row_error(self, failed: FailedReport, record: Record, progress: Progress,
@@ -114,6 +125,11 @@ class _Run:
         progress.row_done(ok=False)
 
     def finish(self) -> Summary:
+        hidden = self.summary.skipped[HIDDEN_IN_SHEET]
+        if hidden:
+            self.warn(f"rows hidden in the sheet (by a filter or by hand) were not sent: "
+                      f"{hidden:,}; they are listed in skipped.csv. Unhide them, or run with "
+                      "--include-hidden-rows to send them too")
         self.summary.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
         self.summary.duration_seconds = time.monotonic() - self.clock
         self.summary.write(self.out / "summary.json")
@@ -131,9 +147,10 @@ def _dry_run(job: _Run, table: Table) -> Summary:
     first = job.first_data_row(records)
     with _claim_out(job.out, resume=False), \
             FailedReport(job.out / "failed.csv", table.headers) as failed, \
+            SkippedReport(job.out / "skipped.csv", table.headers) as skipped, \
             closing(RequestsLog(job.out / "requests.jsonl")) as requests:
         progress = _progress(job.options, table)
-        for record, result in job.mapped(chain([first], records), mapper):
+        for record, result in job.mapped(chain([first], records), mapper, skipped, progress):
             if isinstance(result, Request):
                 requests.add(result.row, result.body)
                 job.summary.outcomes["valid"] += 1
@@ -195,6 +212,7 @@ async def _send(
             journal.begin(fingerprint, options.fixed(), summary.started_at)
         progress = _progress(options, table)
         failed = stack.enter_context(FailedReport(job.out / "failed.csv", table.headers))
+        skipped = stack.enter_context(SkippedReport(job.out / "skipped.csv", table.headers))
         success = stack.enter_context(SuccessReport(
             job.out / "success.csv", IDENTIFIER_COLUMN[options.matching]))
         if transport is None:
@@ -229,7 +247,8 @@ async def _send(
 
         def to_send() -> Iterator[tuple[Record, Request]]:
             """The rows still to send; the rest are reported on the way."""
-            for record, result in job.mapped(chain([first], records), mapper):
+            for record, result in job.mapped(chain([first], records), mapper, skipped,
+                                             progress):
                 state = known.get(record.number) if known is not None else None
                 if state is None:
                     if isinstance(result, Request):
@@ -280,6 +299,10 @@ async def _send(
             for record in records:
                 if _is_blank(record):
                     summary.blank += 1
+                elif record.hidden and not options.include_hidden_rows:
+                    summary.rows += 1
+                    skipped.add(record, HIDDEN_IN_SHEET, HIDDEN_DETAIL)
+                    summary.skipped[HIDDEN_IN_SHEET] += 1
                 else:
                     summary.rows += 1
                     summary.outcomes["unsent"] += 1

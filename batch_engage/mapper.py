@@ -15,7 +15,8 @@ from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, valida
 from .attachments import MAX_BODY_BYTES, AttachmentError, AttachmentFolder, encode_file
 from .errors import InputFileError, UsageError
 from .options import Matching, RunOptions
-from .reader import Record
+from .reader import EXCEL_SUFFIXES, Record
+from .xlsx import column_letter
 
 # The column that carries the identifier for each matching mode.
 IDENTIFIER_COLUMN = {
@@ -145,6 +146,9 @@ class Mapper:
         self._content: list[tuple[int, str, tuple[str, ...]]] = []
         self._filter: list[tuple[int, str, str]] = []
         claimed: dict[str, str] = {}
+        self._used: dict[int, str] = {}
+        """The columns that are sent, by index, with their labels for messages."""
+        self._workbook = options.input.suffix.lower() in EXCEL_SUFFIXES
         content_paths = [((k,) if "." not in k else tuple(k.split(".")), f"--content {k}")
                          for k, _ in options.content]
         filter_paths: list[tuple[tuple[str, ...], str]] = []
@@ -166,11 +170,13 @@ class Mapper:
             if role is None:
                 ignored.append(repr(header.strip()))
                 continue
+            lettered = f"column {column_letter(index)} {where.removeprefix('column ')}"
             if role in claimed:
                 raise InputFileError(
-                    f"{where} and {claimed[role]} are both {role!r}; remove or rename one"
+                    f"{claimed[role]} and {lettered} are both {role!r}; remove or rename one"
                 )
-            claimed[role] = where
+            claimed[role] = lettered
+            self._used[index] = label
             if role == self.identifier_column:
                 identifier = (index, label)
             elif role == "resource_id":
@@ -189,6 +195,7 @@ class Mapper:
                 self._filter.append((index, label, field))
             else:
                 ignored.append(f"{header.strip()!r} (not used with --matching {self.matching})")
+                del self._used[index]
 
         if identifier is None:
             raise InputFileError(
@@ -203,6 +210,8 @@ class Mapper:
         if self._filter and self.matching is Matching.CUSTOM_REQUEST:
             on_warning("subscription_filter columns are not used with custom_request; "
                        "the API ignores them, so they are not sent")
+            for index, _, _ in self._filter:
+                del self._used[index]
             self._filter = []
         if ignored:
             on_warning("these columns are ignored: " + ", ".join(ignored))
@@ -232,12 +241,9 @@ class Mapper:
         row = record.number
         try:
             if record.extra:
-                raise _Invalid(
-                    "extra_cells", "",
-                    f"has {len(record.extra)} more filled cell(s) than the header has columns "
-                    f"({', '.join(show(c, 30) for c in record.extra[:3])}); a value probably "
-                    "holds an unquoted delimiter: quote it, or add a header for the extra column",
-                )
+                raise _Invalid("extra_cells", "", self._extra_message(record))
+            if record.errors:
+                self._check_errors(record)
             identifier, dedup_key, body = self._build(record.cells)
         except _Invalid as e:
             where = f"row {row}, column {e.column}" if e.column else f"row {row}"
@@ -259,6 +265,28 @@ class Mapper:
                 f"{MAX_BODY_BYTES // 2**20} MB limit; shorten the content or attach smaller files",
             )
         return Request(row, identifier, data)
+
+    def _extra_message(self, record: Record) -> str:
+        values = ", ".join(show(c, 30) for c in record.extra[:3])
+        width = len(record.cells)
+        if self._workbook:
+            return (f"has {len(record.extra)} filled cell(s) to the right of column "
+                    f"{column_letter(width - 1)}, the last one with a header ({values}); "
+                    "add a header above them in row 1, or clear them")
+        return (f"has {len(record.extra)} more filled cell(s) than the header has columns "
+                f"({values}); a value probably holds an unquoted delimiter: quote it, or "
+                "add a header for the extra column")
+
+    def _check_errors(self, record: Record) -> None:
+        """An error cell in a column that is sent makes the row invalid; elsewhere it is
+        as good as empty."""
+        for index in record.errors:
+            label = self._used.get(index)
+            if label is not None:
+                raise _Invalid(
+                    "cell_error", label,
+                    f"the cell shows the Excel error {record.cells[index]}, not a value; fix "
+                    "the formula or the data it uses, save the workbook and run it again")
 
     def _build(self, cells: list[str]) -> tuple[str, str, dict[str, Any]]:
         index, column = self._identifier

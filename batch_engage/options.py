@@ -69,6 +69,8 @@ class RunOptions:
     delimiter: str | None = None
     columns: dict[str, str] = field(default_factory=dict)
     allow_duplicates: bool = False
+    include_hidden_rows: bool = False
+    """Also send rows hidden in the sheet (by a filter or by hand)."""
     dry_run: bool = False
     quiet: bool = False
     verify_tls: bool = True
@@ -127,6 +129,7 @@ class RunOptions:
             "delimiter": self.delimiter,
             "columns": self.columns,
             "allow_duplicates": self.allow_duplicates,
+            "include_hidden_rows": self.include_hidden_rows,
         }
 
     def public(self) -> dict[str, Any]:

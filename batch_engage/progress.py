@@ -36,6 +36,11 @@ class Progress:
             self._bar.set_postfix_str(f"ok={self.ok} failed={self.failed}", refresh=False)
             self._bar.update()
 
+    def row_skipped(self) -> None:
+        """A row not sent on purpose (hidden in the sheet): done, neither ok nor failed."""
+        if self._bar is not None:
+            self._bar.update()
+
     def close(self, *, finished: bool) -> None:
         if self._bar is not None:
             if finished and self._bar.n != self._bar.total:

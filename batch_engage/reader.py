@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import datetime as dt
 import io
 import re
 from collections.abc import Iterator
@@ -12,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
-import python_calamine
 from charset_normalizer import from_bytes
 
 from .errors import InputFileError
+from .xlsx import Sheet, Workbook, WorkbookError
 
 TEXT_SUFFIXES = frozenset({".csv", ".tsv", ".txt"})
 EXCEL_SUFFIXES = frozenset({".xlsx", ".xlsm"})
@@ -31,7 +30,10 @@ MAX_CELL_CHARS = 64 * 1024 * 1024
 csv.field_size_limit(2**31 - 1)
 # batch-engage's own reports end with these; reading a report back ignores them.
 REPORT_COLUMNS = ("_row", "_stage", "_error", "_error_text", "_attempts")
+SKIPPED_COLUMNS = ("_row", "_reason", "_detail")
 _UNDECODED = re.compile("[\udc80-\udcff]")
+_ZIP_MAGIC = b"PK\x03\x04"
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 # Excel-safety prefix that reporter adds to cells; stripped again when a report is read back.
 FORMULA_GUARD = "'"
 
@@ -44,6 +46,10 @@ class Record:
     """One text per header column, "" for an empty or missing cell."""
     extra: list[str]
     """Non-empty cells to the right of the last header column (a ragged row)."""
+    hidden: bool = False
+    """Hidden in the sheet (by a filter or by hand): not sent unless asked."""
+    errors: tuple[int, ...] = ()
+    """Columns whose cell shows an Excel error (#N/A...); the cell holds that text."""
 
 
 class Table(Protocol):
@@ -269,84 +275,142 @@ class TextTable:
 
 # --- Excel files -----------------------------------------------------------------------------
 
-# Integers beyond 2**53 are not exact in a float; Excel itself keeps only 15 digits.
-_EXACT_INT_LIMIT = 2**53
+
+def _sheet_list(book: Workbook) -> str:
+    return ", ".join(repr(s.name) + (" (hidden)" if s.hidden else "") for s in book.sheets)
 
 
-def excel_text(value: object) -> str:
-    """The cell as the user reads it: no '.0' on whole numbers, ISO 8601 dates, '' for empty."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, float):
-        if value.is_integer() and abs(value) < _EXACT_INT_LIMIT:
-            return str(int(value))
-        return repr(value)  # the shortest text that reads back as the same number
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, dt.datetime):
-        if value.time() == dt.time(0):
-            return value.date().isoformat()
-        return value.isoformat(timespec="seconds" if not value.microsecond else "auto")
-    if isinstance(value, dt.date | dt.time):
-        return value.isoformat()
-    if value is None:
-        return ""
-    return str(value)
+def _not_a_workbook(path: Path) -> InputFileError | None:
+    """Name what a file with an Excel suffix really is, when it is not a workbook."""
+    with path.open("rb") as raw:
+        head = raw.read(_SAMPLE_BYTES)
+    if head.startswith(_ZIP_MAGIC):
+        return None
+    if head.startswith(_OLE_MAGIC):
+        if _is_encrypted(path):
+            return InputFileError(
+                f"{path.name} is password-protected; save a copy without a password "
+                "(File > Info > Protect Workbook) and use that")
+        return InputFileError(
+            f"{path.name} is an Excel 97-2003 workbook (.xls) with an {path.suffix} name; "
+            "open it in Excel and save it as .xlsx (Excel Workbook)")
+    if not head.strip():
+        return InputFileError(f"{path.name} is empty; it needs a header row and data rows")
+    if b"\x00" not in head[:4096] or head.startswith(
+            (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return InputFileError(
+            f"{path.name} is a text file (CSV or similar), not an Excel workbook; "
+            f"rename it to {path.stem}.csv and run it again")
+    return InputFileError(
+        f"{path.name} is not an Excel workbook (it does not start like one); open it in "
+        "Excel and save it as .xlsx, or export the sheet as CSV")
+
+
+def _is_encrypted(path: Path) -> bool:
+    """An encrypted OOXML file is an OLE container with an EncryptionInfo stream."""
+    marker = "EncryptionInfo".encode("utf-16-le")
+    with path.open("rb") as raw:
+        tail = b""
+        while chunk := raw.read(1 << 20):
+            if marker in tail + chunk:
+                return True
+            tail = chunk[-len(marker):]
+    return False
 
 
 class ExcelTable:
     def __init__(self, path: Path, *, sheet: str | None) -> None:
         self.path = path
+        problem = _not_a_workbook(path)
+        if problem is not None:
+            raise problem
         try:
-            book = python_calamine.CalamineWorkbook.from_path(str(path))
-        except python_calamine.PasswordError:
+            self._book = Workbook(path)
+        except WorkbookError as e:
             raise InputFileError(
-                f"{path.name} is password-protected; save a copy without a password "
-                "(File > Info > Protect Workbook) and use that"
-            ) from None
-        except (python_calamine.CalamineError, OSError, ValueError) as e:
-            raise InputFileError(
-                f"{path.name} cannot be opened as an Excel workbook ({e}); open it in Excel "
-                "and save it again as .xlsx, or export the sheet as CSV"
-            ) from None
-        names = book.sheet_names
-        if not names:
-            raise InputFileError(f"{path.name} has no worksheets")
-        name = names[0] if sheet is None else sheet
-        if name not in names:
-            raise InputFileError(
-                f"{path.name} has no sheet named {sheet!r}; its sheets are: "
-                + ", ".join(repr(n) for n in names)
-            )
+                f"{path.name} cannot be opened as an Excel workbook: {e}; open it in Excel "
+                "and save it again as .xlsx, or export the sheet as CSV") from None
         try:
-            self._sheet = book.get_sheet_by_name(name)
-        except python_calamine.CalamineError as e:
-            raise InputFileError(f"{path.name}: sheet {name!r} cannot be read ({e})") from None
-        # calamine yields rows from the sheet's first row, so numbers match what Excel shows;
-        # the header is the first row with any text (sheets often start with empty rows).
-        self._rows = enumerate(self._sheet.iter_rows(), start=1)
-        self.headers = []
-        self._header_number = 0
-        for number, header_row in self._rows:
-            self.headers = _clean_headers([excel_text(v) for v in header_row])
-            if self.headers:
-                self._header_number = number
-                break
-        if not self.headers:
-            raise InputFileError(f"sheet {name!r} of {path.name} is empty")
+            self._sheet = self._choose(sheet)
+            self._rows = self._book.rows(self._sheet)
+            self.headers: list[str] = []
+            self._header_number = 0
+            # The header is the first row with any text (sheets often start with empty rows).
+            for row in self._rows:
+                self.headers = _clean_headers(list(row.cells))
+                if self.headers:
+                    self._header_number = row.number
+                    break
+            # A table that starts right of column A: its columns start where its header does.
+            self._offset = next((i for i, h in enumerate(self.headers) if h.strip()), 0)
+            self.headers = self.headers[self._offset:]
+            if not self.headers:
+                others = [s for s in self._book.sheets
+                          if s is not self._sheet and not s.chart]
+                hint = ("; pick another sheet with --sheet: " + ", ".join(
+                    repr(s.name) for s in others)) if others else (
+                    "; put the header in its first row and the data below it")
+                raise InputFileError(
+                    f"sheet {self._sheet.name!r} of {path.name} is empty{hint}")
+        except WorkbookError as e:
+            self.close()
+            raise InputFileError(f"{path.name}: {e}; open it in Excel and save it again"
+                                 ) from None
+        except InputFileError:
+            self.close()
+            raise
         self._unguard = _is_own_report(self.headers)
-        self.description = f"Excel, sheet {name!r}"
+        if self._unguard:
+            self.headers = [h.removeprefix(FORMULA_GUARD) for h in self.headers]
+        self.description = f"Excel, sheet {self._sheet.name!r}"
+
+    def _choose(self, name: str | None) -> Sheet:
+        book = self._book
+        if not book.sheets:
+            raise InputFileError(f"{self.path.name} has no worksheets")
+        if name is None:
+            # The first sheet a user sees: hidden ones are skipped, as Excel's tabs do.
+            chosen = next((s for s in book.sheets if not s.hidden), book.sheets[0])
+        else:
+            found = [s for s in book.sheets if s.name == name] or [
+                s for s in book.sheets if s.name.casefold() == name.strip().casefold()]
+            if not found:
+                raise InputFileError(
+                    f"{self.path.name} has no sheet named {name!r}; its sheets are: "
+                    + _sheet_list(book))
+            chosen = found[0]
+        if chosen.chart:
+            tables = [s for s in book.sheets if not s.chart]
+            hint = ("pick a sheet of rows with --sheet: " + ", ".join(
+                repr(s.name) for s in tables)) if tables else "it has no sheet of rows"
+            raise InputFileError(
+                f"sheet {chosen.name!r} of {self.path.name} is a chart, not a table; {hint}")
+        return chosen
 
     def records(self) -> Iterator[Record]:
         width = len(self.headers)
-        for number, row in self._rows:
-            yield _record(number, [excel_text(v) for v in row], width, self._unguard)
+        unguard = self._unguard
+        offset = self._offset
+        try:
+            for row in self._rows:
+                cells = row.cells
+                lead: list[str] = []
+                if offset:
+                    lead = [c for c in cells[:offset] if c.strip()]
+                    cells = cells[offset:]
+                record = _record(row.number, cells, width, unguard)
+                if row.hidden or row.errors or lead:
+                    record = Record(record.number, record.cells, lead + record.extra,
+                                    row.hidden,
+                                    tuple(i - offset for i in row.errors
+                                          if offset <= i < offset + width))
+                yield record
+        except WorkbookError as e:
+            raise InputFileError(f"{self.path.name}: {e}; open it in Excel and save it again"
+                                 ) from None
 
     def estimate_rows(self) -> int:
-        return max(0, self._sheet.height - self._header_number)
+        return max(0, self._book.estimate_rows(self._sheet) - self._header_number)
 
     def close(self) -> None:
-        """Nothing to release: calamine reads the sheet into memory when it is opened."""
-
+        self._book.close()

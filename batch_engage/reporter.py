@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from .limiter import WINDOW_SECONDS
-from .reader import FORMULA_GUARD, REPORT_COLUMNS, Record
+from .reader import FORMULA_GUARD, REPORT_COLUMNS, SKIPPED_COLUMNS, Record
 
 # Cells starting with these run as formulas in Excel (OWASP CSV injection); the guard
 # character itself is included so that reading a report back can always strip exactly one.
@@ -52,7 +52,7 @@ class FailedReport(_CsvReport):
 
     def __init__(self, path: Path, headers: list[str]) -> None:
         # A failed.csv that is run again brings its own _-columns: replace, don't repeat them.
-        own = {c.casefold() for c in REPORT_COLUMNS}
+        own = {c.casefold() for c in REPORT_COLUMNS + SKIPPED_COLUMNS}
         self._keep = [i for i, h in enumerate(headers) if h.strip().casefold() not in own]
         super().__init__(path, [headers[i] for i in self._keep] + list(REPORT_COLUMNS))
 
@@ -61,6 +61,19 @@ class FailedReport(_CsvReport):
         self._write([cells[i] for i in self._keep] + [
             str(record.number), stage, error, text, str(attempts)
         ])
+
+
+class SkippedReport(_CsvReport):
+    """The rows not sent on purpose (hidden in the sheet...), every input column as read."""
+
+    def __init__(self, path: Path, headers: list[str]) -> None:
+        own = {c.casefold() for c in REPORT_COLUMNS + SKIPPED_COLUMNS}
+        self._keep = [i for i, h in enumerate(headers) if h.strip().casefold() not in own]
+        super().__init__(path, [headers[i] for i in self._keep] + list(SKIPPED_COLUMNS))
+
+    def add(self, record: Record, reason: str, detail: str) -> None:
+        cells = record.cells
+        self._write([cells[i] for i in self._keep] + [str(record.number), reason, detail])
 
 
 class SuccessReport(_CsvReport):
@@ -111,6 +124,8 @@ class Summary:
     """Failed rows per error code."""
     examples: dict[str, str] = field(default_factory=dict)
     """The first message seen for each error code."""
+    skipped: Counter[str] = field(default_factory=Counter)
+    """Rows not sent on purpose, per reason (``hidden_in_sheet``); in skipped.csv."""
     warnings: list[str] = field(default_factory=list)
     requests_sent: int = 0
     """HTTP requests started, retries included, in every pass of the run (see --resume)."""
@@ -147,6 +162,7 @@ class Summary:
             "rows": self.rows,
             "blank": self.blank,
             "failed": self.failed,
+            "skipped": dict(sorted(self.skipped.items())),
             "outcomes": dict(sorted(self.outcomes.items())),
             "errors": dict(self.errors.most_common()),
             "error_examples": self.examples,

@@ -7,7 +7,7 @@ import openpyxl
 import pytest
 
 from batch_engage.errors import InputFileError
-from batch_engage.reader import Record, detect_delimiter, excel_text, open_table
+from batch_engage.reader import Record, detect_delimiter, open_table
 
 from .conftest import write_csv
 
@@ -154,28 +154,6 @@ def test_file_level_errors(tmp_path: Path, name: str, content: bytes | None, mes
         path.write_bytes(content)
     with pytest.raises(InputFileError, match=message):
         open_table(path)
-
-
-@pytest.mark.parametrize(
-    ("value", "text"),
-    [
-        (79001234567.0, "79001234567"),
-        (2.5, "2.5"),
-        (0.1, "0.1"),
-        (-3.0, "-3"),
-        (-0.0, "0"),
-        (1e20, "1e+20"),
-        (True, "TRUE"),
-        (dt.date(1990, 1, 15), "1990-01-15"),
-        (dt.datetime(1990, 1, 15, 8, 30), "1990-01-15T08:30:00"),
-        (dt.datetime(1990, 1, 15), "1990-01-15"),
-        (dt.time(8, 30), "08:30:00"),
-        ("03999315", "03999315"),
-        ("", ""),
-    ],
-)
-def test_excel_text(value: object, text: str) -> None:
-    assert excel_text(value) == text
 
 
 def make_xlsx(path: Path, sheets: dict[str, list[list[object]]]) -> Path:

@@ -26,8 +26,9 @@ _SAMPLE_BYTES = 64 * 1024
 # file-level error; a cell this long is read, and the row fails on the API's 10 MB body
 # limit instead. Longer than this, it is nearly always a quote that never closes.
 MAX_CELL_CHARS = 64 * 1024 * 1024
-# A cell may legitimately be large (JSON content); the request size limit judges it, not csv.
-csv.field_size_limit(2**31 - 1)
+# A cell may legitimately be large (JSON content): the request size limit judges it. Beyond
+# this, csv refuses the file, which the message explains as a quote that never closes.
+csv.field_size_limit(MAX_CELL_CHARS)
 # batch-engage's own reports end with these; reading a report back ignores them.
 REPORT_COLUMNS = ("_row", "_stage", "_error", "_error_text", "_attempts")
 SKIPPED_COLUMNS = ("_row", "_reason", "_detail")
@@ -127,7 +128,7 @@ def _record(number: int, row: list[str], width: int, unguard: bool) -> Record:
 # --- text files ------------------------------------------------------------------------------
 
 
-def detect_encoding(sample: bytes, at_eof: bool) -> str:
+def detect_encoding(sample: bytes, at_eof: bool, name: str = "the file") -> str:
     """Name the codec of a text file from its first bytes."""
     if sample.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
@@ -140,8 +141,16 @@ def detect_encoding(sample: bytes, at_eof: bool) -> str:
             return "utf-16-le"
         if even.count(0) > len(even) * 0.3 and odd.count(0) == 0:
             return "utf-16-be"
+        if sample.count(0) <= max(1, len(sample) // 1000):
+            # A stray zero in a text file: name its line, so it can be found and deleted.
+            line = sample[:sample.index(0)].count(b"\n") + 1
+            raise InputFileError(
+                f"line {line} of {name} holds a NUL (zero) byte, which text never has: the "
+                "file is damaged there; delete that character in a text editor, or export "
+                "the sheet again")
         raise InputFileError(
-            "the file holds binary data, not text; export the sheet as CSV or save it as .xlsx"
+            f"{name} holds binary data, not text; export the sheet as CSV (CSV UTF-8) or "
+            "save it as .xlsx"
         )
     try:
         codecs.getincrementaldecoder("utf-8")().decode(sample, final=at_eof)
@@ -178,6 +187,75 @@ def detect_delimiter(lines: list[str], preferred: str | None) -> str:
     return chosen
 
 
+class _Shapes:
+    """What the file's rows look like, column by column, from the lines of its first 64 KB:
+    so that text a stray quote swallowed can be recognised as rows of the file."""
+
+    def __init__(self, lines: list[str], delimiter: str, width: int) -> None:
+        self.width = width
+        self.delimiter = delimiter
+        counts: list[dict[str, int]] = [{} for _ in range(width)]
+        for line in lines:  # each line alone: a quote must not join lines here
+            fields = self._fields(line)
+            if len(fields) != width:
+                continue
+            for i, cell in enumerate(fields):
+                shape = _shape(cell)
+                counts[i][shape] = counts[i].get(shape, 0) + 1
+        # A column is telling when most of its filled cells share a shape that text
+        # rarely has.
+        self.telling: dict[int, str] = {}
+        for i, seen in enumerate(counts):
+            filled = sum(n for shape, n in seen.items() if shape != "empty")
+            for shape, n in seen.items():
+                if shape in ("email", "number") and n > 0.5 * filled:
+                    self.telling[i] = shape
+
+    def _fields(self, line: str) -> list[str]:
+        return next(csv.reader([line], delimiter=self.delimiter), [])
+
+    def _matches(self, fields: list[str], shapes: tuple[str, ...] = ("email", "number")
+                 ) -> bool:
+        filled = [i for i in self.telling if i < len(fields) and fields[i].strip()]
+        return any(self.telling[i] in shapes for i in filled) and all(
+            _shape(fields[i]) == self.telling[i] for i in filled)
+
+    def is_row(self, line: str) -> bool:
+        """A whole line that reads as a row of this file."""
+        fields = self._fields(line)
+        if len(fields) != self.width or self.width < 2:
+            return False
+        return self._matches(fields) or (not self.telling and self.width >= 3)
+
+    def starts_row(self, line: str, *, sure: bool) -> bool:
+        """The start of a row, cut off where a quote closed in it. Unless ``sure`` (the row
+        has the wrong number of cells), only an email where emails go counts: a number
+        starts many a genuine line of text (``12345, Springfield``)."""
+        fields = self._fields(line)
+        return len(fields) >= 2 and self._matches(
+            fields[:-1], ("email", "number") if sure else ("email",))
+
+
+_NUMBER = re.compile(r"[+-]?[0-9][0-9 ,.]*")
+_EMAIL_SHAPE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def _shape(cell: str) -> str:
+    text = cell.strip()
+    if not text:
+        return "empty"
+    if _EMAIL_SHAPE.fullmatch(text):
+        return "email"
+    if _NUMBER.fullmatch(text):
+        return "number"
+    return "text"
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_SEP_LINE = re.compile(r"\ufeff?sep=(.)\r?\n?", re.IGNORECASE)
+_BAD_TEXT = re.compile("[\x00\udc80-\udcff]")
+
+
 class TextTable:
     def __init__(self, path: Path, *, encoding: str | None, delimiter: str | None) -> None:
         self.path = path
@@ -186,6 +264,7 @@ class TextTable:
             at_eof = not raw.read(1)
         if not sample.strip():
             raise InputFileError(f"{path.name} is empty; it needs a header row and data rows")
+        _check_not_binary(path, sample)
         if encoding is not None:
             try:
                 codecs.lookup(encoding)
@@ -193,7 +272,7 @@ class TextTable:
                 raise InputFileError(
                     f"unknown encoding {encoding!r}; use e.g. utf-8, cp1251 or cp1252"
                 ) from None
-        self.encoding = encoding or detect_encoding(sample, at_eof)
+        self.encoding = encoding or detect_encoding(sample, at_eof, path.name)
         text = sample.decode(self.encoding, errors="replace")
         # Not str.splitlines: it also breaks on characters like U+0085 that csv keeps in cells.
         lines = io.StringIO(text, newline="").readlines()
@@ -203,42 +282,111 @@ class TextTable:
             raise InputFileError(
                 f"--delimiter must be one character, not {delimiter!r}; e.g. ';' or tab"
             )
+        # Excel's "sep=;" first line names the delimiter; Excel shows it as no row at all.
+        sep = _SEP_LINE.fullmatch(lines[0]) if lines else None
+        if sep:
+            lines.pop(0)
         preferred = "\t" if path.suffix.lower() == ".tsv" else None
-        self.delimiter = delimiter or detect_delimiter(lines, preferred)
+        self.delimiter = delimiter or (sep.group(1) if sep else None) or detect_delimiter(
+            lines, preferred)
         # Undecodable bytes become lone surrogates, so the row holding them can be named;
         # a strict decoder fails a whole read-ahead chunk away from the row.
         self._file: IO[str] = path.open(
             encoding=self.encoding, errors="surrogateescape", newline=""
         )
-        csv.field_size_limit(max(csv.field_size_limit(), MAX_CELL_CHARS))
-        self._reader = csv.reader(self._file, delimiter=self.delimiter)
-        self._line = 1
+        self._eof = False
+        if sep:
+            self._file.readline()
+        self._reader = csv.reader(self._lines(), delimiter=self.delimiter)
+        self._number = 0
         try:
-            header_row = next(self._reader, [])
-            if _UNDECODED.search("".join(header_row)):
-                raise UnicodeDecodeError(self.encoding, b"", 0, 1, "undecodable byte")
+            # Blank lines before the header are skipped; row numbers still count them.
+            for header_row in self._reader:
+                self._number += 1
+                self._check_text(header_row)
+                if any(c.strip() for c in header_row):
+                    break
+            else:
+                header_row = []
         except (UnicodeDecodeError, csv.Error) as e:
             self.close()
-            raise self._read_error(e, 1) from None
+            raise self._read_error(e, self._number + 1) from None
+        except InputFileError:
+            self.close()
+            raise
         self.headers = _clean_headers(header_row)
         if not self.headers:
             self.close()
             raise InputFileError(f"{path.name} has no header row; the first row must name columns")
         self._unguard = _is_own_report(self.headers)
+        if self._unguard:
+            self.headers = [h.removeprefix(FORMULA_GUARD) for h in self.headers]
+        body = lines[self._number:] if len(lines) > self._number else []
+        self._shapes = _Shapes(body, self.delimiter, len(self.headers))
         name = DELIMITER_NAMES.get(self.delimiter, repr(self.delimiter))
         self.description = f"text, {self.encoding}, {name}-separated"
 
+    def _lines(self) -> Iterator[str]:
+        """The file's lines for csv, noting when they run out: a row that csv finishes
+        only then holds a quote that never closed."""
+        yield from self._file
+        self._eof = True
+
+    def _check_text(self, row: list[str]) -> None:
+        joined = "".join(row)
+        if _BAD_TEXT.search(joined) is None:
+            return
+        if "\x00" in joined:
+            raise InputFileError(
+                f"line {self._reader.line_num} of {self.path.name} holds a NUL (zero) byte, "
+                "which text never has: the file is damaged there; delete that character in "
+                "a text editor, or export the sheet again")
+        raise UnicodeDecodeError(self.encoding, b"", 0, 1, "undecodable byte")
+
     def records(self) -> Iterator[Record]:
         width = len(self.headers)
-        number = 1
+        number = self._number
+        reader = self._reader
+        line = reader.line_num
         try:
-            for row in self._reader:
+            for row in reader:
                 number += 1
-                if _UNDECODED.search("".join(row)):
-                    raise UnicodeDecodeError(self.encoding, b"", 0, 1, "undecodable byte")
+                if _BAD_TEXT.search("".join(row)):
+                    self._check_text(row)
+                if reader.line_num - line > 1 or self._eof:
+                    self._check_quotes(row, line + 1, width)
+                line = reader.line_num
                 yield _record(number, row, width, self._unguard)
         except (UnicodeDecodeError, csv.Error) as e:
             raise self._read_error(e, number + 1 if isinstance(e, csv.Error) else number) from None
+
+    def _check_quotes(self, row: list[str], first_line: int, width: int) -> None:
+        """A row that spans lines: refuse it when a quote swallowed what reads as rows."""
+        opened = first_line
+        for index, cell in enumerate(row):
+            parts = _LINE_BREAK.split(cell)
+            if len(parts) > 1:
+                runaway = self._eof and index == len(row) - 1
+                if not runaway:
+                    # A quote that closed in the next row's text leaves this row with
+                    # the wrong number of cells; a genuine multi-line cell does not.
+                    runaway = any(self._shapes.is_row(p) for p in parts[1:]) or (
+                        self._shapes.starts_row(parts[-1], sure=len(row) != width))
+                if runaway:
+                    # A cell cut off at the end of the file ends with that last line break.
+                    swallowed = len(_LINE_BREAK.findall(cell.rstrip("\r\n")))
+                    self._runaway(opened, index, swallowed)
+            opened += len(parts) - 1
+
+    def _runaway(self, line: int, index: int, swallowed: int) -> None:
+        column = self.headers[index] if index < len(self.headers) else f"#{index + 1}"
+        how = ("never closes, so the rest of the file" if self._eof
+               else "closes only after what reads as rows of the file, so those")
+        raise InputFileError(
+            f"line {line} of {self.path.name}, column {column!r}: a quote (\") opens this "
+            f"cell and {how} ({swallowed:,} more lines) would be read as one cell; remove "
+            'the stray quote, or if the cell really is quoted, close it and write any quote '
+            'inside it twice (""); then run it again')
 
     def estimate_rows(self) -> int:
         # Counting line ends reads the file at disk speed; a cell holding a line break
@@ -271,6 +419,19 @@ class TextTable:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _check_not_binary(path: Path, sample: bytes) -> None:
+    """A workbook given a text suffix: say what it is, not that it is 'binary'."""
+    if sample.startswith(_ZIP_MAGIC):
+        raise InputFileError(
+            f"{path.name} is an Excel workbook (.xlsx) or another Zip archive, not a text "
+            f"file; rename it to {path.stem}.xlsx and run it again")
+    if sample.startswith(_OLE_MAGIC):
+        raise InputFileError(
+            f"{path.name} is an Excel 97-2003 workbook (.xls) or a password-protected one, "
+            "not a text file; open it in Excel and save it as .xlsx (Excel Workbook) or as "
+            ".csv (CSV UTF-8)")
 
 
 # --- Excel files -----------------------------------------------------------------------------

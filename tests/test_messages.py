@@ -8,6 +8,7 @@ from pathlib import Path
 
 import openpyxl
 import pytest
+from openpyxl.chart import BarChart
 
 from batch_engage.status import ExitStatus
 
@@ -26,7 +27,6 @@ def book(path: Path, sheets: dict[str, list[list[object]]], chart: bool = False)
     wb = openpyxl.Workbook()
     wb.remove(wb.worksheets[0])
     if chart:
-        from openpyxl.chart import BarChart
         wb.create_chartsheet("Chart1").add_chart(BarChart())
     for name, rows in sheets.items():
         ws = wb.create_sheet(name)

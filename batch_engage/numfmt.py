@@ -276,20 +276,20 @@ def _simple(tokens: list[tuple[str, str]]) -> Show | None:
     prefix = "".join(t for _, t in tokens[:first])
     suffix = "".join(t for _, t in tokens[last + 1:])
 
+    spec = f"{',' if grouping else ''}.{decimals}f"
+
     def show(value: float) -> str:
         scaled = abs(value) * factor
         units = scaled * scale
-        steps = math.floor(units + 0.5)
         if abs(units - math.floor(units) - 0.5) < 1e-6:  # near a tie: decide in decimal
-            steps = int(_round_half_up(scaled, decimals).scaleb(decimals))
-        whole, part = divmod(steps, scale)
-        text = f"{whole:,}" if grouping else str(whole)
-        if not whole and not min_whole:
-            text = ""
+            text = format(_round_half_up(scaled, decimals), spec)
+        else:  # no tie: rounding the binary value to nearest is rounding the decimal one
+            text = format(scaled, spec)
+        if not min_whole and text.startswith("0"):
+            text = text[1:]  # '#' places show no lone zero: .50, or nothing at all
         elif min_whole > 1:
-            text = text.zfill(min_whole)
-        if decimals:
-            text += "." + str(part).zfill(decimals)
+            whole, dot, part = text.partition(".")
+            text = whole.zfill(min_whole) + dot + part
         text = prefix + text + suffix
         # Excel keeps the minus of a value that rounds to zero: -0.04 in 0.0 shows -0.0.
         return "-" + text if value < 0 else text

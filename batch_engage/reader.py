@@ -6,7 +6,7 @@ import codecs
 import csv
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
@@ -194,22 +194,30 @@ class _Shapes:
     def __init__(self, lines: list[str], delimiter: str, width: int) -> None:
         self.width = width
         self.delimiter = delimiter
-        counts: list[dict[str, int]] = [{} for _ in range(width)]
-        for line in lines:  # each line alone: a quote must not join lines here
-            fields = self._fields(line)
-            if len(fields) != width:
+        # The sample's records first; if a stray quote garbled them, its lines one by one.
+        self.telling = self._learn(csv.reader(lines, delimiter=delimiter), exact=True) or (
+            self._learn((self._fields(line) for line in lines), exact=False))
+
+    def _learn(self, rows: Iterable[list[str]], *, exact: bool) -> dict[int, str]:
+        """The columns where most filled cells have a shape that text rarely has."""
+        counts: list[dict[str, int]] = [{} for _ in range(self.width)]
+        seen_rows = 0
+        for fields in rows:
+            if len(fields) != self.width if exact else len(fields) < 2:
                 continue
-            for i, cell in enumerate(fields):
+            seen_rows += 1
+            for i, cell in enumerate(fields[:self.width]):
                 shape = _shape(cell)
                 counts[i][shape] = counts[i].get(shape, 0) + 1
-        # A column is telling when most of its filled cells share a shape that text
-        # rarely has.
-        self.telling: dict[int, str] = {}
+        telling: dict[int, str] = {}
+        if seen_rows < 3:  # too few to tell anything
+            return telling
         for i, seen in enumerate(counts):
             filled = sum(n for shape, n in seen.items() if shape != "empty")
             for shape, n in seen.items():
                 if shape in ("email", "number") and n > 0.5 * filled:
-                    self.telling[i] = shape
+                    telling[i] = shape
+        return telling
 
     def _fields(self, line: str) -> list[str]:
         return next(csv.reader([line], delimiter=self.delimiter), [])
@@ -237,7 +245,7 @@ class _Shapes:
 
 
 _NUMBER = re.compile(r"[+-]?[0-9][0-9 ,.]*")
-_EMAIL_SHAPE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_EMAIL_SHAPE = re.compile(r"[\w.%+'-]+@[\w-]+(?:\.[\w-]+)+")
 
 
 def _shape(cell: str) -> str:

@@ -11,15 +11,17 @@ about 5x slower (bench/RESULTS.md).
 from __future__ import annotations
 
 import datetime as dt
+import html
+import itertools
 import posixpath
 import re
 import zipfile
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, NamedTuple, Protocol, Self
 from xml.etree import ElementTree
 from xml.parsers import expat
 
@@ -31,6 +33,8 @@ _REL_NS = ("http://schemas.openxmlformats.org/officeDocument/2006/relationships"
            "http://purl.oclc.org/ooxml/officeDocument/relationships")
 _PKG_RELS = "{http://schemas.openxmlformats.org/package/2006/relationships}"
 _CHUNK = 1 << 16
+_SMALL_STRINGS_BYTES = 32 * 2**20
+_MEMO_SIZE = 32768
 ERROR_TEXTS = frozenset({"#N/A", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#NULL!",
                          "#GETTING_DATA", "#SPILL!", "#CALC!", "#FIELD!", "#BLOCKED!",
                          "#CONNECT!", "#BUSY!", "#UNKNOWN!"})
@@ -52,8 +56,7 @@ class Sheet:
     """A chart sheet (or a dialog or macro sheet): it has no rows."""
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+class Row(NamedTuple):  # a tuple: made for every row, so made cheaply
     number: int
     cells: list[str]
     hidden: bool
@@ -70,6 +73,12 @@ def _unescape(text: str) -> str:
     return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text) if "_x" in text else text
 
 
+class StringTable(Protocol):
+    def __getitem__(self, index: int, /) -> str: ...
+
+    def __len__(self) -> int: ...
+
+
 class SharedStrings:
     """Every shared string in one UTF-8 buffer and an offset per string: a million unique
     strings cost about their bytes plus 8 each, not a Python object each."""
@@ -78,7 +87,7 @@ class SharedStrings:
         self._blob = bytearray()
         self._ends = array("q")
 
-    def add(self, text: str) -> None:
+    def append(self, text: str) -> None:
         self._blob += text.encode("utf-8", "surrogatepass")
         self._ends.append(len(self._blob))
 
@@ -90,8 +99,43 @@ class SharedStrings:
         return self._blob[start:self._ends[index]].decode("utf-8", "surrogatepass")
 
 
-def _read_shared_strings(stream: IO[bytes]) -> SharedStrings:
-    strings = SharedStrings()
+_SI = re.compile(r'<si>(?:<t(?: xml:space="preserve")?>([^<]*)</t>|(.*?))</si>|<si/>',
+                 re.DOTALL)
+_RICH_TEXT = re.compile(r"<(?:\w+:)?t(?:\s[^>]*)?>([^<]*)</(?:\w+:)?t>")
+_PHONETIC = re.compile(r"<(?:\w+:)?rPh\b.*?</(?:\w+:)?rPh>", re.DOTALL)
+_PLAIN_SST = re.compile(r'<sst\b[^>]*\bxmlns="(?:' + "|".join(
+    re.escape(ns) for ns in _MAIN) + ')"')
+
+
+def _read_shared_strings(stream: IO[bytes], store: list[str] | SharedStrings
+                         ) -> StringTable:
+    head = stream.read(_CHUNK)
+    if _PLAIN_SST.search(head.decode("utf-8", "replace")) is None or b"<!" in head:
+        return _parse_shared_strings(itertools.chain([head], iter(
+            lambda: stream.read(_CHUNK), b"")), store)
+    add = store.append
+    pending = b""
+    for chunk in itertools.chain([head], iter(lambda: stream.read(_CHUNK), b"")):
+        data = pending + chunk
+        cut = data.rfind(b"</si>")
+        cut = max(cut + len(b"</si>") if cut >= 0 else 0, data.rfind(b"<si/>") + 5)
+        if cut <= 0:
+            pending = data
+            continue
+        pending = data[cut:]
+        for plain, rich in _SI.findall(data[:cut].decode("utf-8", "surrogateescape")):
+            # Runs of rich text are joined; phonetic guides (furigana) are not the value.
+            text = "".join(_RICH_TEXT.findall(_PHONETIC.sub("", rich))) if rich else plain
+            if "&" in text or "\r" in text:
+                text = _xml_text(text)
+            add(_unescape(text) if "_x" in text else text)
+    return store
+
+
+def _parse_shared_strings(chunks: Iterable[bytes], store: list[str] | SharedStrings
+                          ) -> StringTable:
+    """Any shape of the table (namespace prefixes...), through expat."""
+    strings = store
     parts: list[str] = []
     depth_rph = 0
     collecting = False
@@ -114,7 +158,7 @@ def _read_shared_strings(stream: IO[bytes]) -> SharedStrings:
         elif local == "rPh":
             depth_rph -= 1
         elif local == "si":
-            strings.add(_unescape("".join(parts)))
+            strings.append(_unescape("".join(parts)))
 
     def data(text: str) -> None:
         if collecting:
@@ -125,17 +169,13 @@ def _read_shared_strings(stream: IO[bytes]) -> SharedStrings:
     parser.StartElementHandler = start
     parser.EndElementHandler = end
     parser.CharacterDataHandler = data
-    _feed(parser, stream)
-    return strings
-
-
-def _feed(parser: expat.XMLParserType, stream: IO[bytes]) -> None:
     try:
-        while chunk := stream.read(_CHUNK):
+        for chunk in chunks:
             parser.Parse(chunk, False)
         parser.Parse(b"", True)
     except expat.ExpatError as e:
         raise WorkbookError(f"its XML is damaged ({expat.errors.messages[e.code]})") from None
+    return strings
 
 
 _COLUMNS: dict[str, int] = {}
@@ -181,7 +221,7 @@ class Workbook:
         except WorkbookError:
             self._zip.close()
             raise
-        self._strings: SharedStrings | None = None
+        self._strings: StringTable | None = None
 
     def _open(self) -> None:
         names = set(self._zip.namelist())
@@ -249,13 +289,18 @@ class Workbook:
                     self._texts.append(number_format.show_text
                                        if "@" in code and code.strip() != "@" else None)
 
-    def shared_strings(self) -> SharedStrings:
+    def shared_strings(self) -> StringTable:
         if self._strings is None:
             if self._strings_part and self._strings_part in self._zip.namelist():
+                size = self._zip.getinfo(self._strings_part).file_size
+                # A Python string each is fastest to look up, and fine for a table of up
+                # to tens of MB; a bigger one (millions of unique emails) goes in one buffer.
+                store: list[str] | SharedStrings = (
+                    [] if size < _SMALL_STRINGS_BYTES else SharedStrings())
                 with self._zip.open(self._strings_part) as stream:
-                    self._strings = _read_shared_strings(stream)
+                    self._strings = _read_shared_strings(stream, store)
             else:
-                self._strings = SharedStrings()
+                self._strings = []
         return self._strings
 
     def estimate_rows(self, sheet: Sheet) -> int:
@@ -280,27 +325,220 @@ class Workbook:
         self.close()
 
 
+# The shape Excel (and openpyxl, LibreOffice...) writes rows and cells in. A row whose text
+# these do not match cell by cell, to its last character, goes to expat instead.
+_ROW_NUMBER = re.compile(r'\br="(\d+)"')
+_ROW_HIDDEN = re.compile(r'\bhidden="(?:1|true)"')
+_CELL = re.compile(
+    r'<c r="([A-Z]{1,3})\d+"(?: s="(\d+)")?(?: t="(\w+)")?(?: (?:cm|vm|ph)="\d+")*'
+    r"(?:/>|>(?:<f\b[^>]*/>|<f\b[^>]*>[^<]*</f>)?"
+    r'(?:<v>([^<]*)</v>|<is><t(?: xml:space="preserve")?>([^<]*)</t></is>)?</c>)')
+# Cells, row tags, or (last group) any other text, which makes a row not the usual shape.
+_TOKENS = re.compile(_CELL.pattern + r"|(<row\b[^>]*>)|(</row>)|([^<]+|<)")
+# Column letters by index, A to XFD (Excel's last column), to check a cell's place cheaply.
+_COLUMN_COUNT = 16384
+_LETTERS: list[str] = []
+_PLAIN_ROOT = re.compile(
+    r'<worksheet\b[^>]*\bxmlns="(?:' + "|".join(re.escape(ns) for ns in _MAIN) + ')"')
+
+
+_LETTERS.extend(column_letter(i) for i in range(_COLUMN_COUNT))
+
+
+def _xml_text(text: str) -> str:
+    """What an XML parser makes of character data: entities resolved, line ends as \\n."""
+    if "&" in text:
+        text = html.unescape(text)
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
 def _sheet_rows(book: Workbook, sheet: Sheet) -> Iterator[Row]:
-    """The expat handlers for one sheet, as closures over plain locals: they run for every
-    cell of a million-row sheet, and attribute look-ups would double their cost."""
-    strings = book.shared_strings()
-    shows = book._shows
-    texts = book._texts
-    styles = len(shows)
+    """Every row of a sheet with the text each cell shows.
+
+    Rows in the usual shape are matched by regular expressions, several times faster than
+    an XML parser's callbacks; anything else (namespace prefixes, rich text, comments...)
+    goes through expat, row by row or for the whole sheet.
+    """
+    convert = _Converter(book)
+    with book._zip.open(sheet.part) as stream:
+        head = stream.read(_CHUNK)
+        plain = _PLAIN_ROOT.search(head.decode("utf-8", "replace")) is not None and (
+            b"<!DOCTYPE" not in head and b"<!ENTITY" not in head)
+        try:
+            if plain:
+                yield from _matched_rows(stream, head, convert, sheet)
+            else:
+                yield from _parsed_rows(_chunks(stream, head), convert, sheet)
+        except zipfile.BadZipFile as e:
+            raise WorkbookError(f"the Zip archive inside is damaged ({e})") from None
+
+
+def _chunks(stream: IO[bytes], head: bytes) -> Iterator[bytes]:
+    yield head
+    while chunk := stream.read(_CHUNK):
+        yield chunk
+
+
+def _matched_rows(stream: IO[bytes], head: bytes, convert: _Converter,
+                  sheet: Sheet) -> Iterator[Row]:
+    number = 0
+    pending = b""
+    for chunk in itertools.chain([head], iter(lambda: stream.read(_CHUNK), b"")):
+        data = pending + chunk
+        cut = data.rfind(b"</row>")
+        if cut < 0:
+            pending = data
+            continue
+        cut += len(b"</row>")
+        pending = data[cut:]
+        for row in _rows_in(data[:cut].decode("utf-8", "surrogateescape"), number, convert,
+                            sheet):
+            number = row.number
+            yield row
+    # What follows the last </row>: rows written as <row r="9"/>, then the sheet's end.
+    yield from _rows_in(pending.decode("utf-8", "surrogateescape"), number, convert, sheet)
+
+
+def _rows_in(block: str, number: int, convert: _Converter, sheet: Sheet) -> list[Row]:
+    """The rows in a run of whole ``<row>`` elements. One findall splits it into row tags,
+    cells and anything else; a row holding anything else is not in the usual shape, and
+    then expat reads the block. This loop runs for every cell of the sheet: names are bound
+    locally and numbers in General are shown inline."""
+    shows = convert.shows
+    memos = convert.memos
+    texts = convert.texts
+    strings = convert.strings
+    letters_at = _LETTERS
+    first = number
+    done: list[Row] = []
+    cells: list[str] = []
+    errors: list[int] = []
+    hidden = in_row = False
+    for letters, style, kind, raw, inline, row_tag, row_end, other in _TOKENS.findall(block):
+        if letters:
+            column = len(cells)
+            in_place = column < _COLUMN_COUNT and letters == letters_at[column]
+            if not in_place:
+                column = column_index(letters)
+            if not kind or kind == "n":
+                memo = memos.get(style)
+                if not raw:
+                    value = ""
+                elif memo is not None:
+                    # Formatted numbers repeat (dates, prices, percentages): show each once.
+                    value = memo.get(raw, "")
+                    if not value:
+                        value = shows[style](float(raw))
+                        if len(memo) < _MEMO_SIZE:
+                            memo[raw] = value
+                elif len(raw) < 16 and "." not in raw and "E" not in raw and "e" not in raw:
+                    value = raw  # a whole number in General: its digits are what Excel shows
+                else:
+                    value = general(float(raw))
+            elif kind == "s":
+                value = strings[int(raw)]
+                if style in texts:
+                    value = texts[style](value)
+            elif kind == "inlineStr":
+                value = _unescape(_xml_text(inline))
+                if style in texts:
+                    value = texts[style](value)
+            else:
+                value = convert.other(kind, _xml_text(raw), int(style or 0)) if raw else ""
+                if kind == "e":
+                    errors.append(column)
+            if in_place:
+                cells.append(value)
+            elif column >= len(cells):
+                cells.extend([""] * (column - len(cells)))
+                cells.append(value)
+            else:
+                cells[column] = value
+        elif row_end:
+            done.append(Row(number, cells, hidden, tuple(errors)))
+            in_row = False
+        elif row_tag:
+            found = _ROW_NUMBER.search(row_tag)
+            number = int(found.group(1)) if found else number + 1
+            hidden = _ROW_HIDDEN.search(row_tag) is not None
+            cells = []
+            errors = []
+            if row_tag.endswith("/>"):
+                done.append(Row(number, cells, hidden, ()))
+            else:
+                in_row = True
+        elif in_row and other:
+            # Not the usual shape (rich text, whitespace, another attribute order...).
+            rows = block[block.find("<row"):]
+            return list(_parsed_rows([f"<rows>{rows}</rows>".encode(
+                "utf-8", "surrogateescape")], convert, sheet, first))
+    return done
+
+
+class _Converter:
+    """A cell's stored value and style as the text Excel shows."""
+
+    def __init__(self, book: Workbook) -> None:
+        self.strings = self._strings = book.shared_strings()
+        self._shows = book._shows
+        self._texts = book._texts
+        self._styles = len(book._shows)
+        # By the style's text as written in the sheet (s="3"), for the matched rows.
+        self.shows = {str(i): show for i, show in enumerate(book._shows) if show is not None}
+        self.texts = {str(i): text for i, text in enumerate(book._texts) if text is not None}
+        self.memos: dict[str, dict[str, str]] = {style: {} for style in self.shows}
+
+    def number(self, raw: str, style: int) -> str:
+        show = self._shows[style] if style < self._styles else None
+        if show is not None:
+            return show(float(raw))
+        if len(raw) < 16 and "." not in raw and "E" not in raw and "e" not in raw:
+            return raw.strip()  # a whole number in General: its digits are what Excel shows
+        return general(float(raw))
+
+    def text(self, value: str, style: int) -> str:
+        show_text = self._texts[style] if style < self._styles else None
+        return value if show_text is None else show_text(value)
+
+    def other(self, kind: str, raw: str, style: int) -> str:
+        """Cells of any type but a number (``t="s"``, ``"str"``, ``"b"``, ``"e"``...)."""
+        if kind == "s":
+            return self.text(self._strings[int(raw)], style)
+        if kind in {"str", "inlineStr"}:
+            return self.text(_unescape(raw), style)
+        if kind == "b":
+            return "TRUE" if raw.strip() in {"1", "true"} else "FALSE"
+        if kind == "d":
+            return _iso_date(raw)
+        return raw  # an error (#N/A...), or a type Excel does not write
+
+
+def _parsed_rows(chunks: Iterable[bytes], convert: _Converter, sheet: Sheet,
+                 number: int = 0) -> Iterator[Row]:
+    """The rows of XML in any shape, through expat. Without namespace processing, so that
+    a prefix (``<x:row>``) or an undeclared one in a lone row is no error: names are
+    compared by their local part."""
     done: list[Row] = []
     text: list[str] = []
     cells: list[str] = []
     errors: list[int] = []
-    number = column = style = phonetic = 0
+    column = style = phonetic = 0
     hidden = collecting = False
     kind = "n"
-    names = {f"{ns}}}{local}": local for ns in _MAIN
-             for local in ("row", "c", "v", "t", "rPh")}
+    names: dict[str, str] = {}
+
+    def local(name: str) -> str:
+        found = names.get(name)
+        if found is None:
+            found = names[name] = name.rsplit(":", 1)[-1]
+        return found
 
     def start(name: str, attrs: dict[str, str]) -> None:
         nonlocal number, hidden, cells, errors, column, kind, style, collecting, phonetic
-        local = names.get(name)
-        if local == "c":
+        tag = local(name)
+        if tag == "c":
             ref = attrs.get("r")
             if ref:
                 column = column_index(ref.rstrip("0123456789"))
@@ -308,50 +546,34 @@ def _sheet_rows(book: Workbook, sheet: Sheet) -> Iterator[Row]:
             s = attrs.get("s")
             style = int(s) if s else 0
             text.clear()
-        elif local == "v" or (local == "t" and not phonetic):
+        elif tag == "v" or (tag == "t" and not phonetic):
             # Runs of rich text (several <t>) add up; the cell's start cleared the text.
             collecting = True
-        elif local == "row":
+        elif tag == "row":
             r = attrs.get("r")
             number = int(r) if r else number + 1
-            hidden = attrs.get("hidden", "0") in ("1", "true")
+            hidden = attrs.get("hidden", "0") in {"1", "true"}
             cells = []
             errors = []
             column = 0
-        elif local == "rPh":  # phonetic guide text (furigana) is not part of the value
+        elif tag == "rPh":  # phonetic guide text (furigana) is not part of the value
             phonetic += 1
 
     def end(name: str) -> None:
         nonlocal column, collecting, phonetic
-        local = names.get(name)
-        if local in {"v", "t"}:
+        tag = local(name)
+        if tag in {"v", "t"}:
             collecting = False
-        elif local == "c":
+        elif tag == "c":
             raw = "".join(text)
-            if kind == "n":
-                show = shows[style] if style < styles else None
-                if not raw:
-                    value = ""
-                elif show is not None:
-                    value = show(float(raw))
-                elif len(raw) < 16 and "." not in raw and "E" not in raw and "e" not in raw:
-                    value = raw  # a whole number in General: its digits are what Excel shows
-                else:
-                    value = general(float(raw))
-            elif kind in {"s", "inlineStr", "str"}:
-                value = (strings[int(raw)] if raw else "") if kind == "s" else _unescape(raw)
-                show_text = texts[style] if style < styles else None
-                if show_text is not None:
-                    value = show_text(value)
-            elif kind == "b":
-                value = "TRUE" if raw.strip() in ("1", "true") else "FALSE"
-            elif kind == "e":
-                value = raw
-                errors.append(column)
-            elif kind == "d":
-                value = _iso_date(raw)
+            if not raw:
+                value = ""
+            elif kind == "n":
+                value = convert.number(raw, style)
             else:
-                value = raw
+                value = convert.other(kind, raw, style)
+                if kind == "e":
+                    errors.append(column)
             if column == len(cells):
                 cells.append(value)
             elif column > len(cells):
@@ -360,34 +582,30 @@ def _sheet_rows(book: Workbook, sheet: Sheet) -> Iterator[Row]:
             else:  # out of order: Excel never writes it so, other programs might
                 cells[column] = value
             column += 1
-        elif local == "row":
+        elif tag == "row":
             done.append(Row(number, cells, hidden, tuple(errors)))
-        elif local == "rPh":
+        elif tag == "rPh":
             phonetic -= 1
 
     def data(chunk: str) -> None:
         if collecting:
             text.append(chunk)
 
-    parser = expat.ParserCreate(namespace_separator="}")
+    parser = expat.ParserCreate()
     parser.buffer_text = True
     parser.StartElementHandler = start
     parser.EndElementHandler = end
     parser.CharacterDataHandler = data
-    with book._zip.open(sheet.part) as stream:
-        try:
-            while chunk := stream.read(_CHUNK):
-                parser.Parse(chunk, False)
-                if done:
-                    yield from done
-                    done.clear()
-            parser.Parse(b"", True)
-        except expat.ExpatError as e:
-            raise WorkbookError(
-                f"sheet {sheet.name!r} is damaged near row {number + 1} "
-                f"({expat.errors.messages[e.code]})") from None
-        except zipfile.BadZipFile as e:
-            raise WorkbookError(f"the Zip archive inside is damaged ({e})") from None
+    try:
+        for chunk in chunks:
+            parser.Parse(chunk, False)
+            yield from done
+            done.clear()
+        parser.Parse(b"", True)
+    except expat.ExpatError as e:
+        raise WorkbookError(
+            f"sheet {sheet.name!r} is damaged near row {number + 1} "
+            f"({expat.errors.messages[e.code]})") from None
     yield from done
 
 

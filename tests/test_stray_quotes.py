@@ -123,7 +123,7 @@ def exports(draw: st.DrawFn) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-@settings(max_examples=300, deadline=None,
+@settings(max_examples=1000, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=exports(), where=st.tuples(st.integers(0, 10**6), st.integers(0, 100)))
 def test_one_stray_quote_never_loses_rows_silently(

@@ -411,6 +411,7 @@ def _rows_in(block: str, number: int, convert: _Converter, sheet: Sheet) -> list
     texts = convert.texts
     strings = convert.strings
     letters_at = _LETTERS
+    column_count = _COLUMN_COUNT
     first = number
     done: list[Row] = []
     cells: list[str] = []
@@ -419,7 +420,7 @@ def _rows_in(block: str, number: int, convert: _Converter, sheet: Sheet) -> list
     for letters, style, kind, raw, inline, row_tag, row_end, other in _TOKENS.findall(block):
         if letters:
             column = len(cells)
-            in_place = column < _COLUMN_COUNT and letters == letters_at[column]
+            in_place = column < column_count and letters == letters_at[column]
             if not in_place:
                 column = column_index(letters)
             if not kind or kind == "n":

@@ -234,3 +234,43 @@ def test_attachments_that_escape_are_missing_or_too_big_fail_their_rows(
     assert [r["profile_id"] for r in success] == ["p1"]
     assert [r["_error"] for r in failed] == [code for _, code in ESCAPES]
     assert received == 1
+
+
+def filtered(book: openpyxl.Workbook) -> None:
+    """As Excel saves a sheet filtered to one city: the other rows are hidden."""
+    sheet = book.active
+    assert sheet is not None
+    sheet.auto_filter.ref = "A1:B6"
+    for row in (3, 5):
+        sheet.row_dimensions[row].hidden = True
+
+
+FILTERED = workbook([["email", "content.city"], ["a@b.co", "Moscow"], ["c@d.co", "Kazan"],
+                     ["e@f.co", "Moscow"], ["g@h.co", "Omsk"], ["i@j.co", "Moscow"]],
+                    edit=filtered)
+
+
+def test_a_filtered_sheet_sends_only_the_visible_rows(invoke: CliRun, tmp_path: Path) -> None:
+    code, output, success, failed, received = send(invoke, tmp_path, FILTERED(tmp_path))
+    assert code == ExitStatus.SUCCESS, output
+    assert received == 3
+    assert [r["row"] for r in success] == ["2", "4", "6"]
+    assert failed == []
+    skipped = read_csv(tmp_path / "out" / "skipped.csv")
+    assert [(r["_row"], r["email"], r["_reason"]) for r in skipped] == [
+        ("3", "c@d.co", "hidden_in_sheet"), ("5", "g@h.co", "hidden_in_sheet")]
+    assert ("warning: rows hidden in the sheet (by a filter or by hand) were not sent: 2; "
+            "they are listed in skipped.csv. Unhide them, or run with --include-hidden-rows "
+            "to send them too") in output
+    summary = read_summary(tmp_path / "out")
+    assert summary["skipped"] == {"hidden_in_sheet": 2}
+    assert summary["failed"] == 0
+
+
+def test_include_hidden_rows_sends_them_all(invoke: CliRun, tmp_path: Path) -> None:
+    code, output, success, _failed, received = send(
+        invoke, tmp_path, FILTERED(tmp_path), "--include-hidden-rows")
+    assert code == ExitStatus.SUCCESS, output
+    assert received == 5
+    assert [r["row"] for r in success] == ["2", "3", "4", "5", "6"]
+    assert read_csv(tmp_path / "out" / "skipped.csv") == []

@@ -234,6 +234,9 @@ _OUTCOME_LABELS = {
 }
 
 
+_SKIPPED_LABELS = {"hidden_in_sheet": "hidden, in skipped.csv"}
+
+
 def exit_status(summary: Summary) -> ExitStatus:
     """The exit code a finished (or stopped) run ends with."""
     if summary.stopped is not None:
@@ -274,6 +277,8 @@ def _echo_summary(summary: Summary, rerun: str) -> None:
                + (f", {summary.blank} blank rows skipped" if summary.blank else ""))
     for outcome, count in sorted(summary.outcomes.items(), key=lambda kv: -kv[1]):
         click.echo(f"  {_OUTCOME_LABELS.get(outcome, outcome) + ':':<24}{count:>8}")
+    for reason, count in sorted(summary.skipped.items()):
+        click.echo(f"  {_SKIPPED_LABELS.get(reason, reason) + ':':<24}{count:>8}")
     if not summary.dry_run:
         rate = summary.to_json()["requests_per_second"]
         line = f"Requests: {summary.requests_sent} sent" + (f", {rate}/s" if rate else "")

@@ -262,6 +262,7 @@ def test_a_filtered_sheet_sends_only_the_visible_rows(invoke: CliRun, tmp_path: 
     assert ("warning: rows hidden in the sheet (by a filter or by hand) were not sent: 2; "
             "they are listed in skipped.csv. Unhide them, or run with --include-hidden-rows "
             "to send them too") in output
+    assert "  hidden, in skipped.csv:        2\n" in output
     summary = read_summary(tmp_path / "out")
     assert summary["skipped"] == {"hidden_in_sheet": 2}
     assert summary["failed"] == 0

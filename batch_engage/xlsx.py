@@ -434,7 +434,7 @@ def _rows_in(block: str, number: int, convert: _Converter, sheet: Sheet) -> list
                         value = shows[style](float(raw))
                         if len(memo) < _MEMO_SIZE:
                             memo[raw] = value
-                elif len(raw) < 16 and "." not in raw and "E" not in raw and "e" not in raw:
+                elif raw.isdigit() and len(raw) < 16:
                     value = raw  # a whole number in General: its digits are what Excel shows
                 else:
                     value = general(float(raw))
@@ -495,8 +495,8 @@ class _Converter:
         show = self._shows[style] if style < self._styles else None
         if show is not None:
             return show(float(raw))
-        if len(raw) < 16 and "." not in raw and "E" not in raw and "e" not in raw:
-            return raw.strip()  # a whole number in General: its digits are what Excel shows
+        if raw.isdigit() and len(raw) < 16:
+            return raw  # a whole number in General: its digits are what Excel shows
         return general(float(raw))
 
     def text(self, value: str, style: int) -> str:

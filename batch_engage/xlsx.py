@@ -393,12 +393,19 @@ def _matched_rows(stream: IO[bytes], head: bytes, convert: _Converter,
             continue
         cut += len(b"</row>")
         pending = data[cut:]
-        for row in _rows_in(data[:cut].decode("utf-8", "surrogateescape"), number, convert,
-                            sheet):
+        for row in _checked_rows(data[:cut], number, convert, sheet):
             number = row.number
             yield row
     # What follows the last </row>: rows written as <row r="9"/>, then the sheet's end.
-    yield from _rows_in(pending.decode("utf-8", "surrogateescape"), number, convert, sheet)
+    yield from _checked_rows(pending, number, convert, sheet)
+
+
+def _checked_rows(data: bytes, number: int, convert: _Converter, sheet: Sheet) -> list[Row]:
+    try:
+        return _rows_in(data.decode("utf-8", "surrogateescape"), number, convert, sheet)
+    except (ValueError, IndexError):  # a string index that is no number, or out of range
+        raise WorkbookError(f"sheet {sheet.name!r} has a cell that cannot be read after "
+                            f"row {number}") from None
 
 
 def _rows_in(block: str, number: int, convert: _Converter, sheet: Sheet) -> list[Row]:
@@ -406,7 +413,6 @@ def _rows_in(block: str, number: int, convert: _Converter, sheet: Sheet) -> list
     cells and anything else; a row holding anything else is not in the usual shape, and
     then expat reads the block. This loop runs for every cell of the sheet: names are bound
     locally and numbers in General are shown inline."""
-    shows = convert.shows
     memos = convert.memos
     texts = convert.texts
     strings = convert.strings
@@ -431,13 +437,13 @@ def _rows_in(block: str, number: int, convert: _Converter, sheet: Sheet) -> list
                     # Formatted numbers repeat (dates, prices, percentages): show each once.
                     value = memo.get(raw, "")
                     if not value:
-                        value = shows[style](float(raw))
+                        value = convert.number(raw, int(style))
                         if len(memo) < _MEMO_SIZE:
                             memo[raw] = value
                 elif raw.isdigit() and len(raw) < 16:
                     value = raw  # a whole number in General: its digits are what Excel shows
                 else:
-                    value = general(float(raw))
+                    value = convert.number(raw, int(style or 0))
             elif kind == "s":
                 value = strings[int(raw)]
                 if style in texts:
@@ -492,12 +498,16 @@ class _Converter:
         self.memos: dict[str, dict[str, str]] = {style: {} for style in self.shows}
 
     def number(self, raw: str, style: int) -> str:
+        try:
+            value = float(raw)
+        except ValueError:  # text in a number cell: other programs write such files
+            return raw.strip()
         show = self._shows[style] if style < self._styles else None
         if show is not None:
-            return show(float(raw))
+            return show(value)
         if raw.isdigit() and len(raw) < 16:
             return raw  # a whole number in General: its digits are what Excel shows
-        return general(float(raw))
+        return general(value)
 
     def text(self, value: str, style: int) -> str:
         show_text = self._texts[style] if style < self._styles else None

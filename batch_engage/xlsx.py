@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import itertools
 import posixpath
 import re
 import zipfile
@@ -99,6 +98,13 @@ class SharedStrings:
         return self._blob[start:self._ends[index]].decode("utf-8", "surrogatepass")
 
 
+def _chunks(stream: IO[bytes], head: bytes) -> Iterator[bytes]:
+    """The first bytes, already read to look at, then the rest of the stream."""
+    yield head
+    while chunk := stream.read(_CHUNK):
+        yield chunk
+
+
 _SI = re.compile(r'<si>(?:<t(?: xml:space="preserve")?>([^<]*)</t>|(.*?))</si>|<si/>',
                  re.DOTALL)
 _RICH_TEXT = re.compile(r"<(?:\w+:)?t(?:\s[^>]*)?>([^<]*)</(?:\w+:)?t>")
@@ -111,11 +117,10 @@ def _read_shared_strings(stream: IO[bytes], store: list[str] | SharedStrings
                          ) -> StringTable:
     head = stream.read(_CHUNK)
     if _PLAIN_SST.search(head.decode("utf-8", "replace")) is None or b"<!" in head:
-        return _parse_shared_strings(itertools.chain([head], iter(
-            lambda: stream.read(_CHUNK), b"")), store)
+        return _parse_shared_strings(_chunks(stream, head), store)
     add = store.append
     pending = b""
-    for chunk in itertools.chain([head], iter(lambda: stream.read(_CHUNK), b"")):
+    for chunk in _chunks(stream, head):
         data = pending + chunk
         cut = data.rfind(b"</si>")
         cut = max(cut + len(b"</si>") if cut >= 0 else 0, data.rfind(b"<si/>") + 5)
@@ -375,17 +380,11 @@ def _sheet_rows(book: Workbook, sheet: Sheet) -> Iterator[Row]:
             raise WorkbookError(f"the Zip archive inside is damaged ({e})") from None
 
 
-def _chunks(stream: IO[bytes], head: bytes) -> Iterator[bytes]:
-    yield head
-    while chunk := stream.read(_CHUNK):
-        yield chunk
-
-
 def _matched_rows(stream: IO[bytes], head: bytes, convert: _Converter,
                   sheet: Sheet) -> Iterator[Row]:
     number = 0
     pending = b""
-    for chunk in itertools.chain([head], iter(lambda: stream.read(_CHUNK), b"")):
+    for chunk in _chunks(stream, head):
         data = pending + chunk
         cut = data.rfind(b"</row>")
         if cut < 0:

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import openpyxl
@@ -206,3 +209,50 @@ def test_xlsx_that_starts_lower_keeps_sheet_row_numbers(tmp_path: Path) -> None:
     headers, records = rows(tmp_path / "in.xlsx")
     assert headers == ["email", "content.x"]
     assert [(r.number, r.cells) for r in records] == [(4, ["a@b.co", "1"])]
+
+
+def _rewrite_sheet(path: Path, edit: Callable[[str], str]) -> Path:
+    with zipfile.ZipFile(path) as old:
+        parts = {n: old.read(n) for n in old.namelist()}
+    name = "xl/worksheets/sheet1.xml"
+    parts[name] = edit(parts[name].decode()).encode()
+    out = path.with_name("edited-" + path.name)
+    with zipfile.ZipFile(out, "w") as new:
+        for part, data in parts.items():
+            new.writestr(part, data)
+    return out
+
+
+def _prefixed(xml: str) -> str:
+    """The same sheet with its namespace under a prefix, as some generators write it."""
+    xml = re.sub(r"<(/?)(?!\?)(\w+)", r"<\1x:\2", xml)
+    return xml.replace('xmlns="', 'xmlns:x="', 1)
+
+
+def _reordered(xml: str) -> str:
+    """Cells with t before s, and whitespace between cells: not the usual shape."""
+    xml = re.sub(r'<c r="([A-Z]+\d+)" s="(\d+)" t="(\w+)"', r'<c t="\3" r="\1" s="\2"', xml)
+    return xml.replace("</c><c", "</c>\n  <c")
+
+
+@pytest.mark.parametrize("edit", [_prefixed, _reordered])
+def test_workbooks_in_other_xml_shapes_read_the_same(
+    tmp_path: Path, edit: Callable[[str], str]
+) -> None:
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    assert ws is not None
+    ws.append(["email", "content.zip", "content.name", "content.when"])
+    for i in range(5):
+        ws.append([f"a{i}@b.co", 1234 + i, f"R&D <{i}>", dt.date(2026, 1, i + 1)])
+        ws.cell(row=i + 2, column=2).number_format = "00000"
+    ws.row_dimensions[3].hidden = True
+    ws["B4"] = "=1/0"
+    path = tmp_path / "in.xlsx"
+    wb.save(path)
+    edited = _rewrite_sheet(path, edit)
+    assert edited.read_bytes() != path.read_bytes()
+    original, changed = rows(path), rows(edited)
+    assert changed == original
+    assert original[1][0].cells == ["a0@b.co", "01234", "R&D <0>", "2026-01-01"]
+    assert [r.hidden for r in original[1]] == [False, True, False, False, False]

@@ -64,7 +64,21 @@ class Row(NamedTuple):  # a tuple: made for every row, so made cheaply
 
 
 def _local(name: str) -> str:
-    return name.rsplit("}", 1)[-1]
+    """A tag's name without its namespace, as ElementTree (``{ns}c``) or expat (``x:c``)
+    writes it."""
+    return name.rsplit("}", 1)[-1].rsplit(":", 1)[-1]
+
+
+def _expat(start: Callable[[str, dict[str, str]], None], end: Callable[[str], None],
+           data: Callable[[str], None]) -> expat.XMLParserType:
+    """A parser without namespace processing: names are compared by their local part, so
+    a prefix (``<x:row>``), even one a lone row does not declare, is no error."""
+    parser = expat.ParserCreate()
+    parser.buffer_text = True
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = data
+    return parser
 
 
 def _unescape(text: str) -> str:
@@ -169,11 +183,7 @@ def _parse_shared_strings(chunks: Iterable[bytes], store: list[str] | SharedStri
         if collecting:
             parts.append(text)
 
-    parser = expat.ParserCreate(namespace_separator="}")
-    parser.buffer_text = True
-    parser.StartElementHandler = start
-    parser.EndElementHandler = end
-    parser.CharacterDataHandler = data
+    parser = _expat(start, end, data)
     try:
         for chunk in chunks:
             parser.Parse(chunk, False)
@@ -527,9 +537,7 @@ class _Converter:
 
 def _parsed_rows(chunks: Iterable[bytes], convert: _Converter, sheet: Sheet,
                  number: int = 0) -> Iterator[Row]:
-    """The rows of XML in any shape, through expat. Without namespace processing, so that
-    a prefix (``<x:row>``) or an undeclared one in a lone row is no error: names are
-    compared by their local part."""
+    """The rows of XML in any shape, through expat."""
     done: list[Row] = []
     text: list[str] = []
     cells: list[str] = []
@@ -542,7 +550,7 @@ def _parsed_rows(chunks: Iterable[bytes], convert: _Converter, sheet: Sheet,
     def local(name: str) -> str:
         found = names.get(name)
         if found is None:
-            found = names[name] = name.rsplit(":", 1)[-1]
+            found = names[name] = _local(name)
         return found
 
     def start(name: str, attrs: dict[str, str]) -> None:
@@ -601,11 +609,7 @@ def _parsed_rows(chunks: Iterable[bytes], convert: _Converter, sheet: Sheet,
         if collecting:
             text.append(chunk)
 
-    parser = expat.ParserCreate()
-    parser.buffer_text = True
-    parser.StartElementHandler = start
-    parser.EndElementHandler = end
-    parser.CharacterDataHandler = data
+    parser = _expat(start, end, data)
     try:
         for chunk in chunks:
             parser.Parse(chunk, False)

@@ -212,13 +212,12 @@ def test_xlsx_that_starts_lower_keeps_sheet_row_numbers(tmp_path: Path) -> None:
 
 
 def _rewrite_sheet(path: Path, edit: Callable[[str], str]) -> Path:
-    """The sheet (and, for a prefix, the shared strings) rewritten by ``edit``."""
+    """The sheet rewritten by ``edit`` (openpyxl writes no shared strings; for those, see
+    test_shared_strings)."""
     with zipfile.ZipFile(path) as old:
         parts = {n: old.read(n) for n in old.namelist()}
-    names = ["xl/worksheets/sheet1.xml"] + (["xl/sharedStrings.xml"] if edit is _prefixed
-                                            else [])
-    for name in names:
-        parts[name] = edit(parts[name].decode()).encode()
+    name = "xl/worksheets/sheet1.xml"
+    parts[name] = edit(parts[name].decode()).encode()
     out = path.with_name("edited-" + path.name)
     with zipfile.ZipFile(out, "w") as new:
         for part, data in parts.items():

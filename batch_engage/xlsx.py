@@ -136,9 +136,10 @@ def _read_shared_strings(stream: IO[bytes], store: list[str] | SharedStrings
     pending = b""
     for chunk in _chunks(stream, head):
         data = pending + chunk
-        cut = data.rfind(b"</si>")
-        cut = max(cut + len(b"</si>") if cut >= 0 else 0, data.rfind(b"<si/>") + 5)
-        if cut <= 0:
+        # Up to the end of the last whole string: a long one spans many chunks.
+        ends = (data.rfind(b"</si>"), data.rfind(b"<si/>"))
+        cut = max(ends) + 5 if max(ends) >= 0 else 0
+        if not cut:
             pending = data
             continue
         pending = data[cut:]

@@ -5,6 +5,7 @@ both ways (each string an object, or all in one buffer for a big table)."""
 from __future__ import annotations
 
 import html
+import io
 import re
 import zipfile
 from pathlib import Path
@@ -113,3 +114,15 @@ def test_compact_table_holds_any_text() -> None:
     assert len(table) == 6
     assert [table[i] for i in range(6)] == ["", "a", "Иван", "東京", "\udcff lone surrogate",
                                             "x" * 10_000]
+
+
+def test_a_string_that_spans_several_reads() -> None:
+    """The table is read 64 KB at a time; a string may start just before a read ends and run
+    on past the next one."""
+    head = f'<sst xmlns="{MAIN}">'
+    filler = "a" * (2**16 - len(head) - len("<si><t></t></si>") - 3)
+    long = "b" * 150_000
+    data = f"{head}<si><t>{filler}</t></si><si><t>{long}</t></si><si><t>last</t></si></sst>"
+    assert data.index("<si><t>b") < 2**16 < data.index("</si>", 2**16) - 2**16
+    table = xlsx._read_shared_strings(io.BytesIO(data.encode()), [])
+    assert [table[i] for i in range(len(table))] == [filler, long, "last"]

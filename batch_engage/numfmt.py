@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 from functools import lru_cache
 
 Show = Callable[[float], str]
@@ -153,10 +153,14 @@ class _Section:
     text: bool  # an @ placeholder: how text is shown
 
 
-def _round_half_up(value: float, decimals: int) -> Decimal:
+_WIDE = Context(prec=400)  # every digit of the largest double, and decimals to spare
+
+
+def _round_half_up(value: float, decimals: int, factor: int = 1) -> Decimal:
     # Through 15 significant digits, as Excel keeps them: 2.675 shows as 2.68, not 2.67.
-    exact = Decimal(f"{value:.15g}")
-    return exact.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP)
+    exact = Decimal(f"{value:.15g}") * factor
+    return exact.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP,
+                          context=_WIDE)
 
 
 def _place_digits(placeholders: list[str], digits: str) -> list[str]:
@@ -281,8 +285,9 @@ def _simple(tokens: list[tuple[str, str]]) -> Show | None:
     def show(value: float) -> str:
         scaled = abs(value) * factor
         units = scaled * scale
-        if abs(units - math.floor(units) - 0.5) < 1e-6:  # near a tie: decide in decimal
-            text = format(_round_half_up(scaled, decimals), spec)
+        # Near a tie, or past 15 significant digits: decide in decimal.
+        if units >= 1e9 or abs(units - math.floor(units) - 0.5) < 1e-6:
+            text = format(_round_half_up(abs(value), decimals, factor), spec)
         else:  # no tie: rounding the binary value to nearest is rounding the decimal one
             text = format(scaled, spec)
         if not min_whole and text.startswith("0"):

@@ -11,7 +11,6 @@ about 5x slower (bench/RESULTS.md).
 from __future__ import annotations
 
 import datetime as dt
-import html
 import posixpath
 import re
 import zipfile
@@ -145,10 +144,8 @@ def _read_shared_strings(stream: IO[bytes], store: list[str] | SharedStrings
         pending = data[cut:]
         for plain, rich in _SI.findall(data[:cut].decode("utf-8", "surrogateescape")):
             # Runs of rich text are joined; phonetic guides (furigana) are not the value.
-            text = "".join(_RICH_TEXT.findall(_PHONETIC.sub("", rich))) if rich else plain
-            if "&" in text or "\r" in text:
-                text = _xml_text(text)
-            add(_unescape(text) if "_x" in text else text)
+            runs = _RICH_TEXT.findall(_PHONETIC.sub("", rich)) if rich else [plain]
+            add("".join(_unescape(_xml_text(run)) for run in runs))
     return store
 
 
@@ -157,14 +154,16 @@ def _parse_shared_strings(chunks: Iterable[bytes], store: list[str] | SharedStri
     """Any shape of the table (namespace prefixes...), through expat."""
     strings = store
     parts: list[str] = []
+    run_start = 0  # where the current <t> began in parts: each run is unescaped alone
     depth_rph = 0
     collecting = False
 
     def start(name: str, _attrs: dict[str, str]) -> None:
-        nonlocal depth_rph, collecting
+        nonlocal depth_rph, collecting, run_start
         local = _local(name)
         if local == "t":
             collecting = depth_rph == 0
+            run_start = len(parts)
         elif local == "rPh":  # phonetic guide text (furigana) is not part of the value
             depth_rph += 1
         elif local == "si":
@@ -174,11 +173,13 @@ def _parse_shared_strings(chunks: Iterable[bytes], store: list[str] | SharedStri
         nonlocal depth_rph, collecting
         local = _local(name)
         if local == "t":
+            if collecting:
+                parts[run_start:] = [_unescape("".join(parts[run_start:]))]
             collecting = False
         elif local == "rPh":
             depth_rph -= 1
         elif local == "si":
-            strings.append(_unescape("".join(parts)))
+            strings.append("".join(parts))
 
     def data(text: str) -> None:
         if collecting:
@@ -361,12 +362,25 @@ _PLAIN_ROOT = re.compile(
 _LETTERS.extend(column_letter(i) for i in range(_COLUMN_COUNT))
 
 
+_REFERENCE = re.compile(r"&(?:#([0-9]+)|#x([0-9A-Fa-f]+)|(amp|lt|gt|quot|apos));")
+_NAMED = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
+
+
+def _reference(m: re.Match[str]) -> str:
+    if m[1]:
+        return chr(int(m[1]))
+    if m[2]:
+        return chr(int(m[2], 16))
+    return _NAMED[m[3]]
+
+
 def _xml_text(text: str) -> str:
-    """What an XML parser makes of character data: entities resolved, line ends as \\n."""
-    if "&" in text:
-        text = html.unescape(text)
+    """What an XML parser makes of character data: line ends as \\n, references resolved
+    (in that order: &#13; is a CR that stays one)."""
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "&" in text:
+        text = _REFERENCE.sub(_reference, text)
     return text
 
 
@@ -455,7 +469,7 @@ def _rows_in(block: str, number: int, convert: _Converter, sheet: Sheet) -> list
                 else:
                     value = convert.number(raw, int(style or 0))
             elif kind == "s":
-                value = strings[int(raw)]
+                value = strings[int(raw)] if raw else ""
                 if style in texts:
                     value = texts[style](value)
             elif kind == "inlineStr":
@@ -547,6 +561,7 @@ def _parsed_rows(chunks: Iterable[bytes], convert: _Converter, sheet: Sheet,
     hidden = collecting = False
     kind = "n"
     names: dict[str, str] = {}
+    run_start = 0  # where the current <t> began in text: each run is unescaped alone
 
     def local(name: str) -> str:
         found = names.get(name)
@@ -555,7 +570,8 @@ def _parsed_rows(chunks: Iterable[bytes], convert: _Converter, sheet: Sheet,
         return found
 
     def start(name: str, attrs: dict[str, str]) -> None:
-        nonlocal number, hidden, cells, errors, column, kind, style, collecting, phonetic
+        nonlocal number, hidden, cells, errors, column, kind, style, collecting, phonetic, \
+            run_start
         tag = local(name)
         if tag == "c":
             ref = attrs.get("r")
@@ -566,6 +582,7 @@ def _parsed_rows(chunks: Iterable[bytes], convert: _Converter, sheet: Sheet,
             style = int(s) if s else 0
             text.clear()
         elif tag == "v" or (tag == "t" and not phonetic):
+            run_start = len(text)
             # Runs of rich text (several <t>) add up; the cell's start cleared the text.
             collecting = True
         elif tag == "row":
@@ -582,6 +599,8 @@ def _parsed_rows(chunks: Iterable[bytes], convert: _Converter, sheet: Sheet,
         nonlocal column, collecting, phonetic
         tag = local(name)
         if tag in {"v", "t"}:
+            if collecting and tag == "t":
+                text[run_start:] = [_unescape("".join(text[run_start:]))]
             collecting = False
         elif tag == "c":
             raw = "".join(text)
@@ -590,7 +609,8 @@ def _parsed_rows(chunks: Iterable[bytes], convert: _Converter, sheet: Sheet,
             elif kind == "n":
                 value = convert.number(raw, style)
             else:
-                value = convert.other(kind, raw, style)
+                value = (convert.text(raw, style) if kind == "inlineStr"
+                         else convert.other(kind, raw, style))
                 if kind == "e":
                     errors.append(column)
             if column == len(cells):

@@ -144,8 +144,13 @@ def _read_shared_strings(stream: IO[bytes], store: list[str] | SharedStrings
         pending = data[cut:]
         for plain, rich in _SI.findall(data[:cut].decode("utf-8", "surrogateescape")):
             # Runs of rich text are joined; phonetic guides (furigana) are not the value.
-            runs = _RICH_TEXT.findall(_PHONETIC.sub("", rich)) if rich else [plain]
-            add("".join(_unescape(_xml_text(run)) for run in runs))
+            if rich:  # each run is unescaped alone: "_" + "x0041_" is not "A"
+                runs = _RICH_TEXT.findall(_PHONETIC.sub("", rich))
+                add("".join(_unescape(_xml_text(run)) for run in runs))
+            elif "&" in plain or "\r" in plain or "_x" in plain:
+                add(_unescape(_xml_text(plain)))
+            else:
+                add(plain)
     return store
 
 
@@ -437,6 +442,7 @@ def _rows_in(block: str, number: int, convert: _Converter, sheet: Sheet) -> list
     cells and anything else; a row holding anything else is not in the usual shape, and
     then expat reads the block. This loop runs for every cell of the sheet: names are bound
     locally and numbers in General are shown inline."""
+    shows = convert.shows
     memos = convert.memos
     texts = convert.texts
     strings = convert.strings
@@ -461,13 +467,19 @@ def _rows_in(block: str, number: int, convert: _Converter, sheet: Sheet) -> list
                     # Formatted numbers repeat (dates, prices, percentages): show each once.
                     value = memo.get(raw, "")
                     if not value:
-                        value = convert.number(raw, int(style))
+                        try:
+                            value = shows[style](float(raw))
+                        except ValueError:  # text in a number cell: other programs do that
+                            value = raw
                         if len(memo) < _MEMO_SIZE:
                             memo[raw] = value
                 elif raw.isdigit() and len(raw) < 16:
                     value = raw  # a whole number in General: its digits are what Excel shows
                 else:
-                    value = convert.number(raw, int(style or 0))
+                    try:
+                        value = general(float(raw))
+                    except ValueError:
+                        value = raw
             elif kind == "s":
                 value = strings[int(raw)] if raw else ""
                 if style in texts:

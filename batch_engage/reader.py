@@ -303,6 +303,8 @@ class TextTable:
             encoding=self.encoding, errors="surrogateescape", newline=""
         )
         self._eof = False
+        # Lines as a text editor numbers them count the sep= line; rows, as Excel, do not.
+        self._sep_lines = 1 if sep else 0
         if sep:
             self._file.readline()
         self._reader = csv.reader(self._lines(), delimiter=self.delimiter)
@@ -346,9 +348,9 @@ class TextTable:
             return
         if "\x00" in joined:
             raise InputFileError(
-                f"line {self._reader.line_num} of {self.path.name} holds a NUL (zero) byte, "
-                "which text never has: the file is damaged there; delete that character in "
-                "a text editor, or export the sheet again")
+                f"line {self._reader.line_num + self._sep_lines} of {self.path.name} holds a "
+                "NUL (zero) byte, which text never has: the file is damaged there; delete "
+                "that character in a text editor, or export the sheet again")
         raise UnicodeDecodeError(self.encoding, b"", 0, 1, "undecodable byte")
 
     def records(self) -> Iterator[Record]:
@@ -362,7 +364,7 @@ class TextTable:
                 if _BAD_TEXT.search("".join(row)):
                     self._check_text(row)
                 if reader.line_num - line > 1 or self._eof:
-                    self._check_quotes(row, line + 1, width)
+                    self._check_quotes(row, line + 1 + self._sep_lines, width)
                 line = reader.line_num
                 yield _record(number, row, width, self._unguard)
         except (UnicodeDecodeError, csv.Error) as e:

@@ -186,3 +186,13 @@ def test_a_cell_past_the_limit_names_the_quote(tmp_path: Path, cell_mb: int) -> 
     with pytest.raises(InputFileError, match=r'row 2: a cell runs on for more than 64 MB'):
         list(table.records())
     table.close()
+
+
+def test_lines_count_excels_sep_line(tmp_path: Path) -> None:
+    """Rows are numbered as Excel shows them (no row for ``sep=;``), lines as an editor does."""
+    path = tmp_path / "in.csv"
+    path.write_text('sep=;\nemail;content.a\na@b.co;1\nc@d.co;"open\ne@f.co;3\n', "utf-8")
+    table = open_table(path)
+    with pytest.raises(InputFileError, match=r"^line 4 of in\.csv, column 'content\.a'"):
+        list(table.records())
+    table.close()

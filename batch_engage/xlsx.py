@@ -354,17 +354,18 @@ _ROW_HIDDEN = re.compile(r'\bhidden="(?:1|true)"')
 _CELL = re.compile(
     r'<c r="([A-Z]{1,3})\d+"(?: s="(\d+)")?(?: t="(\w+)")?(?: (?:cm|vm|ph)="\d+")*'
     r"(?:/>|>(?:<f\b[^>]*/>|<f\b[^>]*>[^<]*</f>)?"
-    r'(?:<v>([^<]*)</v>|<is><t(?: xml:space="preserve")?>([^<]*)</t></is>)?</c>)')
-# Cells, row tags, or (last group) any other text, which makes a row not the usual shape.
-_TOKENS = re.compile(_CELL.pattern + r"|(<row\b[^>]*>)|(</row>)|([^<]+|<)")
-# Column letters by index, A to XFD (Excel's last column), to check a cell's place cheaply.
-_COLUMN_COUNT = 16384
+    r'(?:(?:<v>|<is><t(?: xml:space="preserve")?>)([^<]*)(?:</v>|</t></is>))?</c>)')
+# Cells, or (last group) a row's tags or any other text; other text in a row makes it not
+# the usual shape. Few groups: findall makes a tuple of them for every cell.
+_TOKENS = re.compile(_CELL.pattern + r"|(<row\b[^>]*>|</row>|[^<]+|<)")
+# Column letters by index, to check a cell's place cheaply: up to ZZZ and one more, so that
+# any row the cell pattern accepts has its next place in the list.
 _LETTERS: list[str] = []
 _PLAIN_ROOT = re.compile(
     r'<worksheet\b[^>]*\bxmlns="(?:' + "|".join(re.escape(ns) for ns in _MAIN) + ')"')
 
 
-_LETTERS.extend(column_letter(i) for i in range(_COLUMN_COUNT))
+_LETTERS.extend(column_letter(i) for i in range(column_index("ZZZ") + 2))
 
 
 _REFERENCE = re.compile(r"&(?:#([0-9]+)|#x([0-9A-Fa-f]+)|(amp|lt|gt|quot|apos));")
@@ -447,18 +448,15 @@ def _rows_in(block: str, number: int, convert: _Converter, sheet: Sheet) -> list
     texts = convert.texts
     strings = convert.strings
     letters_at = _LETTERS
-    column_count = _COLUMN_COUNT
     first = number
     done: list[Row] = []
     cells: list[str] = []
     errors: list[int] = []
     hidden = in_row = False
-    for letters, style, kind, raw, inline, row_tag, row_end, other in _TOKENS.findall(block):
+    for letters, style, kind, raw, other in _TOKENS.findall(block):
         if letters:
-            column = len(cells)
-            in_place = column < column_count and letters == letters_at[column]
-            if not in_place:
-                column = column_index(letters)
+            in_place = letters == letters_at[len(cells)]
+            column = len(cells) if in_place else column_index(letters)
             if not kind or kind == "n":
                 memo = memos.get(style)
                 if not raw:
@@ -485,7 +483,7 @@ def _rows_in(block: str, number: int, convert: _Converter, sheet: Sheet) -> list
                 if style in texts:
                     value = texts[style](value)
             elif kind == "inlineStr":
-                value = _unescape(_xml_text(inline))
+                value = _unescape(_xml_text(raw))
                 if style in texts:
                     value = texts[style](value)
             else:
@@ -499,20 +497,20 @@ def _rows_in(block: str, number: int, convert: _Converter, sheet: Sheet) -> list
                 cells.append(value)
             else:
                 cells[column] = value
-        elif row_end:
+        elif other == "</row>":
             done.append(Row(number, cells, hidden, tuple(errors)))
             in_row = False
-        elif row_tag:
-            found = _ROW_NUMBER.search(row_tag)
+        elif other.startswith("<row"):
+            found = _ROW_NUMBER.search(other)
             number = int(found.group(1)) if found else number + 1
-            hidden = _ROW_HIDDEN.search(row_tag) is not None
+            hidden = _ROW_HIDDEN.search(other) is not None
             cells = []
             errors = []
-            if row_tag.endswith("/>"):
+            if other.endswith("/>"):
                 done.append(Row(number, cells, hidden, ()))
             else:
                 in_row = True
-        elif in_row and other:
+        elif in_row:
             # Not the usual shape (rich text, whitespace, another attribute order...).
             rows = block[block.find("<row"):]
             return list(_parsed_rows([f"<rows>{rows}</rows>".encode(

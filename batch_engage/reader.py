@@ -7,9 +7,8 @@ import csv
 import io
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, NamedTuple, Protocol
 
 from charset_normalizer import from_bytes
 
@@ -39,8 +38,7 @@ _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 FORMULA_GUARD = "'"
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):  # a tuple: one is made for every row, so it is made cheaply
     number: int
     """The row number the spreadsheet shows (the header is row 1 for a file that starts there)."""
     cells: list[str]

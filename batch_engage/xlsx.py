@@ -432,10 +432,84 @@ def _matched_rows(stream: IO[bytes], head: bytes, convert: _Converter,
 
 def _checked_rows(data: bytes, number: int, convert: _Converter, sheet: Sheet) -> list[Row]:
     try:
-        return _rows_in(data.decode("utf-8", "surrogateescape"), number, convert, sheet)
+        block = data.decode("utf-8", "surrogateescape")
+        if convert.template is None:
+            found = _SIMPLE_ROW.search(block)
+            if found is not None:
+                convert.template = _Template(found.group(1), convert)
+        if convert.template is not None and convert.template.pattern is not None:
+            return _templated_rows(block, number, convert, sheet)
+        return _rows_in(block, number, convert, sheet)
     except (ValueError, IndexError):  # a string index that is no number, or out of range
         raise WorkbookError(f"sheet {sheet.name!r} has a cell that cannot be read after "
                             f"row {number}") from None
+
+
+# A row of plain cells (a value, perhaps a style, a shared string or a number), A onwards.
+_SIMPLE_ROW = re.compile(
+    r'<row r="\d+"[^>]*>((?:<c r="[A-Z]{1,3}\d+"(?: s="\d+")?(?: t="[sn]")?><v>[^<]+</v></c>)+)'
+    r"</row>")
+_RELEARN_LIMIT = 16
+_SIMPLE_CELL = re.compile(r'<c r="([A-Z]{1,3})\d+"((?: s="(\d+)")?(?: t="([sn])")?)><v>')
+
+
+class _Template:
+    """The shape of a sheet's usual row, learnt from its first plain one: each column's
+    style and type. Rows of that shape (nearly all, in a sheet exported from a database)
+    are matched whole, one match per row, each column converted by its own function; any
+    other row goes to ``_rows_in``."""
+
+    def __init__(self, cells: str, convert: _Converter) -> None:
+        parts = [r'<row r="(\d+)"([^>]*)>']
+        self.columns: list[Callable[[str], str]] = []
+        for index, cell in enumerate(_SIMPLE_CELL.finditer(cells)):
+            letters, attributes, style, kind = cell.groups()
+            if letters != _LETTERS[index]:  # cells must start at A, one after the other
+                self.pattern: re.Pattern[str] | None = None
+                return
+            parts.append(f'<c r="{letters}\\d+"{re.escape(attributes)}><v>([^<]+)</v></c>')
+            self.columns.append(convert.column(style or "", kind or "n"))
+        parts.append("</row>")
+        self.pattern = re.compile("".join(parts))
+
+
+def _templated_rows(block: str, number: int, convert: _Converter, sheet: Sheet
+                    ) -> list[Row]:
+    template = convert.template
+    assert template is not None
+    assert template.pattern is not None
+    match = template.pattern.match
+    columns = template.columns
+    done: list[Row] = []
+    position = 0
+    end = len(block)
+    while position < end:
+        found = match(block, position)
+        if found is not None:
+            values = found.groups()
+            number = int(values[0])
+            attributes = values[1]
+            hidden = "hidden" in attributes and _ROW_HIDDEN.search(attributes) is not None
+            done.append(Row(number, [show(value) for show, value in zip(
+                columns, values[2:], strict=True)], hidden, ()))
+            position = found.end()
+            continue
+        plain = _SIMPLE_ROW.match(block, position)
+        if plain is not None and convert.relearn():
+            # Another plain shape (after the header row, say): learn it, and try again.
+            fresh = _Template(plain.group(1), convert)
+            if fresh.pattern is not None:
+                convert.template = template = fresh
+                match, columns = fresh.pattern.match, fresh.columns
+                continue
+        # Not that shape: this row (and what comes before it) the general way.
+        close = block.find("</row>", position)
+        stop = end if close < 0 else close + len("</row>")
+        for row in _rows_in(block[position:stop], number, convert, sheet):
+            number = row.number
+            done.append(row)
+        position = stop
+    return done
 
 
 def _rows_in(block: str, number: int, convert: _Converter, sheet: Sheet) -> list[Row]:
@@ -530,6 +604,47 @@ class _Converter:
         self.shows = {str(i): show for i, show in enumerate(book._shows) if show is not None}
         self.texts = {str(i): text for i, text in enumerate(book._texts) if text is not None}
         self.memos: dict[str, dict[str, str]] = {style: {} for style in self.shows}
+        self.template: _Template | None = None
+        self._relearnt = 0
+
+    def relearn(self) -> bool:
+        """Whether the template may change again: a sheet whose rows keep changing shape
+        would spend more on compiling patterns than they save."""
+        self._relearnt += 1
+        return self._relearnt <= _RELEARN_LIMIT
+
+    def column(self, style: str, kind: str) -> Callable[[str], str]:
+        """How a template's column shows its value: a shared string or a number."""
+        if kind == "s":
+            strings = self.strings
+            text = self.texts.get(style)
+            if text is None:
+                return lambda raw: strings[int(raw)]
+            return lambda raw: text(strings[int(raw)])
+        show = self.shows.get(style)
+        if show is None:
+            def shown(raw: str) -> str:
+                if raw.isdigit() and len(raw) < 16:
+                    return raw  # a whole number in General: its digits are what Excel shows
+                try:
+                    return general(float(raw))
+                except ValueError:  # text in a number cell: other programs do that
+                    return raw
+            return shown
+        memo = self.memos[style]
+
+        def formatted(raw: str) -> str:
+            # Formatted numbers repeat (dates, prices, percentages): show each once.
+            value = memo.get(raw)
+            if value is None:
+                try:
+                    value = show(float(raw))
+                except ValueError:
+                    value = raw
+                if len(memo) < _MEMO_SIZE:
+                    memo[raw] = value
+            return value
+        return formatted
 
     def number(self, raw: str, style: int) -> str:
         try:

@@ -4,6 +4,7 @@ both ways (each string an object, or all in one buffer for a big table)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import io
 import re
@@ -126,3 +127,38 @@ def test_a_string_that_spans_several_reads() -> None:
     assert data.index("<si><t>b") < 2**16 < data.index("</si>", 2**16) - 2**16
     table = xlsx._read_shared_strings(io.BytesIO(data.encode()), [])
     assert [table[i] for i in range(len(table))] == [filler, long, "last"]
+
+
+def _read_all(path: Path) -> list[tuple[int, list[str], bool, tuple[int, ...]]]:
+    with xlsx.Workbook(path) as book:
+        return [(r.number, r.cells, r.hidden, r.errors) for r in book.rows(book.sheets[0])]
+
+
+def test_rows_matched_by_the_learnt_shape_read_as_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows of the sheet's usual shape are matched whole; the same rows read cell by cell
+    give the same text, hidden flags and errors."""
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    assert ws is not None
+    ws.append(["email", "content.zip", "content.paid", "content.when", "content.n"])
+    for i in range(40):
+        ws.append([f"p{i}@example.com", i * 7 % 99999, i * 1.005, dt.date(2026, 1, 1 + i % 28),
+                   -i if i % 3 else 2**60])
+        ws.cell(row=i + 2, column=2).number_format = "00000"
+        ws.cell(row=i + 2, column=3).number_format = '"$"#,##0.00'
+        ws.cell(row=i + 2, column=4).number_format = "dd.mm.yyyy"
+    ws.row_dimensions[5].hidden = True
+    ws["C8"] = None  # a row of another shape: a cell missing
+    ws["E9"] = "=1/0"  # and one with a formula (no cached value: empty)
+    ws["B10"] = "text in a number column"
+    path = tmp_path / "in.xlsx"
+    wb.save(path)
+    shared = with_shared_strings(path)
+    learnt = _read_all(shared)
+    monkeypatch.setattr(xlsx, "_SIMPLE_ROW", re.compile("(?!)"))  # never learn a shape
+    assert learnt == _read_all(shared)
+    assert learnt[1][1] == ["p0@example.com", "00000", "$0.00", "2026-01-01",
+                            "1.15292150460685E+18"]
+    assert [n for n, _, hidden, _ in learnt if hidden] == [5]

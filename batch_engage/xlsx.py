@@ -1,11 +1,13 @@
 """Stream the rows of an .xlsx/.xlsm workbook as Excel shows them, in bounded memory.
 
-The sheet XML is read with the standard library's expat, one chunk at a time, so a sheet of
-a million rows never sits in memory; shared strings are kept as one UTF-8 buffer with an
-offset per string. Each number goes through its cell's number format (``numfmt``); error
-cells, hidden rows and hidden sheets are reported as such. Why not a library: calamine holds
-the whole sheet and knows neither formats nor hidden rows, and openpyxl's read-only mode is
-about 5x slower (bench/RESULTS.md).
+The sheet XML is read one chunk at a time, so a sheet of a million rows never sits in
+memory: rows of the sheet's usual shape are matched with one pattern each, other cells with
+a pattern per cell, and anything else (namespace prefixes, rich text...) goes through the
+standard library's expat. Shared strings of a big workbook are kept as one UTF-8 buffer
+with an offset per string. Each number goes through its cell's number format (``numfmt``);
+error cells, hidden rows and hidden sheets are reported as such. Why not a library:
+calamine holds the whole sheet and knows neither formats nor hidden rows, and openpyxl's
+read-only mode is about 6x slower (bench/RESULTS.md).
 """
 
 from __future__ import annotations

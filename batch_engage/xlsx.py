@@ -668,7 +668,7 @@ class _Converter:
         """Cells of any type but a number (``t="s"``, ``"str"``, ``"b"``, ``"e"``...)."""
         if kind == "s":
             return self.text(self._strings[int(raw)], style)
-        if kind in {"str", "inlineStr"}:
+        if kind == "str":  # a formula's text result
             return self.text(_unescape(raw), style)
         if kind == "b":
             return "TRUE" if raw.strip() in {"1", "true"} else "FALSE"

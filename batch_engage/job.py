@@ -105,18 +105,23 @@ class _Run:
     ) -> Iterator[tuple[Record, Request | RowError]]:
         """Each data row with its request or the reason it has none; blank rows counted,
         hidden rows put in skipped.csv."""
-        send_hidden = self.options.include_hidden_rows
         for record in records:
             if _is_blank(record):
                 self.summary.blank += 1
                 continue
             self.summary.rows += 1
-            if record.hidden and not send_hidden:
-                skipped.add(record, HIDDEN_IN_SHEET, HIDDEN_DETAIL)
-                self.summary.skipped[HIDDEN_IN_SHEET] += 1
+            if self.skip_hidden(record, skipped):
                 progress.row_skipped()
                 continue
             yield record, mapper.map(record)
+
+    def skip_hidden(self, record: Record, skipped: SkippedReport) -> bool:
+        """A row hidden in the sheet goes to skipped.csv, unless hidden rows are sent."""
+        if not record.hidden or self.options.include_hidden_rows:
+            return False
+        skipped.add(record, HIDDEN_IN_SHEET, HIDDEN_DETAIL)
+        self.summary.skipped[HIDDEN_IN_SHEET] += 1
+        return True
 
     def report_row_error(self, failed: FailedReport, record: Record, progress: Progress,
                          error: RowError) -> None:
@@ -299,12 +304,9 @@ async def _send(
             for record in records:
                 if _is_blank(record):
                     summary.blank += 1
-                elif record.hidden and not options.include_hidden_rows:
-                    summary.rows += 1
-                    skipped.add(record, HIDDEN_IN_SHEET, HIDDEN_DETAIL)
-                    summary.skipped[HIDDEN_IN_SHEET] += 1
-                else:
-                    summary.rows += 1
+                    continue
+                summary.rows += 1
+                if not job.skip_hidden(record, skipped):
                     summary.outcomes["unsent"] += 1
     progress.close(finished=sender.stop_reason is None)
     return job.finish()

@@ -548,12 +548,9 @@ def _rows_in(block: str, number: int, convert: _Converter, sheet: Sheet) -> list
                         if len(memo) < _MEMO_SIZE:
                             memo[raw] = value
                 elif raw.isdigit() and len(raw) < 16:
-                    value = raw  # a whole number in General: its digits are what Excel shows
+                    value = raw  # inline, as in _general_text: the commonest cell of all
                 else:
-                    try:
-                        value = general(float(raw))
-                    except ValueError:
-                        value = raw
+                    value = _general_text(raw)
             elif kind == "s":
                 value = strings[int(raw)] if raw else ""
                 if style in texts:
@@ -594,11 +591,21 @@ def _rows_in(block: str, number: int, convert: _Converter, sheet: Sheet) -> list
     return done
 
 
+def _general_text(raw: str) -> str:
+    """A number in General as Excel shows it."""
+    if raw.isdigit() and len(raw) < 16:
+        return raw  # a whole number: its digits are what Excel shows
+    try:
+        return general(float(raw))
+    except ValueError:  # text in a number cell: other programs write such files
+        return raw.strip()
+
+
 class _Converter:
     """A cell's stored value and style as the text Excel shows."""
 
     def __init__(self, book: Workbook) -> None:
-        self.strings = self._strings = book.shared_strings()
+        self.strings = book.shared_strings()
         self._shows = book._shows
         self._texts = book._texts
         self._styles = len(book._shows)
@@ -625,14 +632,7 @@ class _Converter:
             return lambda raw: text(strings[int(raw)])
         show = self.shows.get(style)
         if show is None:
-            def shown(raw: str) -> str:
-                if raw.isdigit() and len(raw) < 16:
-                    return raw  # a whole number in General: its digits are what Excel shows
-                try:
-                    return general(float(raw))
-                except ValueError:  # text in a number cell: other programs do that
-                    return raw
-            return shown
+            return _general_text
         memo = self.memos[style]
 
         def formatted(raw: str) -> str:
@@ -649,16 +649,13 @@ class _Converter:
         return formatted
 
     def number(self, raw: str, style: int) -> str:
+        show = self._shows[style] if style < self._styles else None
+        if show is None:
+            return _general_text(raw)
         try:
-            value = float(raw)
+            return show(float(raw))
         except ValueError:  # text in a number cell: other programs write such files
             return raw.strip()
-        show = self._shows[style] if style < self._styles else None
-        if show is not None:
-            return show(value)
-        if raw.isdigit() and len(raw) < 16:
-            return raw  # a whole number in General: its digits are what Excel shows
-        return general(value)
 
     def text(self, value: str, style: int) -> str:
         show_text = self._texts[style] if style < self._styles else None
@@ -667,7 +664,7 @@ class _Converter:
     def other(self, kind: str, raw: str, style: int) -> str:
         """Cells of any type but a number (``t="s"``, ``"str"``, ``"b"``, ``"e"``...)."""
         if kind == "s":
-            return self.text(self._strings[int(raw)], style)
+            return self.text(self.strings[int(raw)], style)
         if kind == "str":  # a formula's text result
             return self.text(_unescape(raw), style)
         if kind == "b":

@@ -212,6 +212,8 @@ class _Shapes:
             return telling
         for i, seen in enumerate(counts):
             filled = sum(n for shape, n in seen.items() if shape != "empty")
+            if filled < 3:  # one number in a column of blanks says nothing of the next cell
+                continue
             for shape, n in seen.items():
                 if shape in ("email", "number") and n > 0.5 * filled:
                     telling[i] = shape
@@ -223,8 +225,12 @@ class _Shapes:
     def _matches(self, fields: list[str], shapes: tuple[str, ...] = ("email", "number")
                  ) -> bool:
         filled = [i for i in self.telling if i < len(fields) and fields[i].strip()]
-        return any(self.telling[i] in shapes for i in filled) and all(
-            _shape(fields[i]) == self.telling[i] for i in filled)
+        matched = [i for i in filled if _shape(fields[i]) == self.telling[i]]
+        # An email where emails go is a row whatever one other cell holds (a typo in a
+        # number column must not hide the row); numbers alone must be most of the evidence.
+        if "email" in shapes and any(self.telling[i] == "email" for i in matched):
+            return True
+        return "number" in shapes and bool(matched) and 2 * len(matched) > len(filled)
 
     def is_row(self, line: str) -> bool:
         """A whole line that reads as a row of this file."""

@@ -6,14 +6,14 @@ import codecs
 import csv
 import io
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 from typing import IO, NamedTuple, Protocol
 
 from charset_normalizer import from_bytes
 
 from .errors import InputFileError
-from .xlsx import Sheet, Workbook, WorkbookError
+from .xlsx import Row, Sheet, Workbook, WorkbookError
 
 TEXT_SUFFIXES = frozenset({".csv", ".tsv", ".txt"})
 EXCEL_SUFFIXES = frozenset({".xlsx", ".xlsm"})
@@ -507,7 +507,7 @@ class ExcelTable:
                 "and save it again as .xlsx, or export the sheet as CSV") from None
         try:
             self._sheet = self._choose(sheet)
-            self._rows = self._book.rows(self._sheet)
+            self._rows: Generator[Row] = self._book.rows(self._sheet)
             self.headers: list[str] = []
             self._header_number = 0
             # The header is the first row with any text (sheets often start with empty rows).
@@ -527,12 +527,13 @@ class ExcelTable:
                     "; put the header in its first row and the data below it")
                 raise InputFileError(
                     f"sheet {self._sheet.name!r} of {path.name} is empty{hint}")
+        # Here the row generator, if made, has ended: closing the book closes the file.
         except WorkbookError as e:
-            self.close()
+            self._book.close()
             raise InputFileError(f"{path.name}: {e}; open it in Excel and save it again"
                                  ) from None
         except InputFileError:
-            self.close()
+            self._book.close()
             raise
         self._unguard = _is_own_report(self.headers)
         if self._unguard:
@@ -588,4 +589,7 @@ class ExcelTable:
         return max(0, self._book.estimate_rows(self._sheet) - self._header_number)
 
     def close(self) -> None:
+        # A sheet's open stream keeps the file open after the zip is closed: a run that stops
+        # before the last row must end the row generator (and its stream) itself.
+        self._rows.close()
         self._book.close()

@@ -17,7 +17,7 @@ import posixpath
 import re
 import zipfile
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -334,7 +334,7 @@ class Workbook:
         match = _DIMENSION.search(head)
         return int(match.group(1)) if match else 0
 
-    def rows(self, sheet: Sheet) -> Iterator[Row]:
+    def rows(self, sheet: Sheet) -> Generator[Row]:
         """Every row element of the sheet in order, with the text each cell shows."""
         return _sheet_rows(self, sheet)
 
@@ -392,7 +392,7 @@ def _xml_text(text: str) -> str:
     return text
 
 
-def _sheet_rows(book: Workbook, sheet: Sheet) -> Iterator[Row]:
+def _sheet_rows(book: Workbook, sheet: Sheet) -> Generator[Row]:
     """Every row of a sheet with the text each cell shows.
 
     Rows in the usual shape are matched by regular expressions, several times faster than

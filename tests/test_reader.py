@@ -258,3 +258,32 @@ def test_workbooks_in_other_xml_shapes_read_the_same(
     assert changed == original
     assert original[1][0].cells == ["a0@b.co", "01234", "R&D <0>", "2026-01-01"]
     assert [r.hidden for r in original[1]] == [False, True, False, False, False]
+
+
+def _open_descriptors(path: Path) -> int:
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            count += fd.readlink() == path.resolve()
+        except OSError:  # the descriptor listdir itself used, closed by now
+            continue
+    return count
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux's /proc")
+def test_closing_a_workbook_read_halfway_closes_its_file(tmp_path: Path) -> None:
+    """A run that stops early (Ctrl-C, a refused token) still holds its row generator."""
+    path = tmp_path / "in.xlsx"
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    for row in [["email"], ["a@b.co"], ["c@d.co"]]:
+        sheet.append(row)
+    book.save(path)
+    table = open_table(path)
+    records = table.records()
+    next(records)
+    assert _open_descriptors(path) == 1
+    table.close()
+    assert _open_descriptors(path) == 0
+    records.close()

@@ -9,6 +9,7 @@ import secrets
 import shlex
 import stat
 import tempfile
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -63,15 +64,17 @@ def exit_statuses(verbose: bool) -> Iterator[None]:
     except click.ClickException:
         raise
     except BatchEngageError as e:
+        # -v shows where the error came from; the exit code stays the one a scheduler reads.
         if verbose:
-            raise
+            click.echo(traceback.format_exc(), err=True, nl=False)
         raise CliError(str(e)) from None
     except Exception as e:
         if verbose:
-            raise
+            click.echo(traceback.format_exc(), err=True, nl=False)
         raise CrashError(
-            f"unexpected error: {type(e).__name__}: {e}\n"
-            "Run the same command with -v to see the traceback, and report it."
+            f"unexpected error: {type(e).__name__}: {e}"
+            + ("" if verbose else
+               "\nRun the same command with -v to see the traceback, and report it.")
         ) from None
 
 

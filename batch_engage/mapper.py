@@ -248,6 +248,15 @@ class Mapper:
         except _Invalid as e:
             where = f"row {row}, column {e.column}" if e.column else f"row {row}"
             return RowError(row, "validation", e.code, f"{where}: {e.message}")
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        if len(data) > MAX_BODY_BYTES:
+            return RowError(
+                row, "validation", "body_too_large",
+                f"row {row}: the request would be {len(data) / 2**20:.1f} MB, over the API's "
+                f"{MAX_BODY_BYTES // 2**20} MB limit; shorten the content or attach smaller files",
+            )
+        # Only a row that will be sent claims its identifier: an invalid one before a fixed
+        # copy of it must not make the fixed one a duplicate.
         if self._seen is not None:
             first = self._seen.setdefault(dedup_key, row)
             if first != row:
@@ -257,13 +266,6 @@ class Mapper:
                     f"{show(identifier)} repeats row {first}, so it was not sent again; "
                     "pass --allow-duplicates to send every row",
                 )
-        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        if len(data) > MAX_BODY_BYTES:
-            return RowError(
-                row, "validation", "body_too_large",
-                f"row {row}: the request would be {len(data) / 2**20:.1f} MB, over the API's "
-                f"{MAX_BODY_BYTES // 2**20} MB limit; shorten the content or attach smaller files",
-            )
         return Request(row, identifier, data)
 
     def _extra_message(self, record: Record) -> str:

@@ -75,7 +75,7 @@ def open_table(
     """Open INPUT by its suffix. Raises InputFileError with a fix for anything unreadable."""
     suffix = path.suffix.lower()
     if not path.exists():
-        raise InputFileError(f"input file {path} does not exist")
+        raise InputFileError(f"input file {path} does not exist; check its name and folder")
     if path.is_dir():
         raise InputFileError(f"input {path} is a folder; give the path of a CSV or Excel file")
     if suffix in TEXT_SUFFIXES:

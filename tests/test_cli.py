@@ -68,13 +68,25 @@ def test_some_invalid_exits_1_and_names_row(invoke: CliRun, tmp_path: Path) -> N
          "--attach nope.pdf: file 'nope.pdf' was not found"),
     ],
 )
+@pytest.mark.parametrize("verbose", [False, True], ids=["", "-v"])
 def test_usage_and_file_errors_exit_2(
-    invoke: CliRun, tmp_path: Path, emails: Path, args: list[str], message: str
+    invoke: CliRun, tmp_path: Path, emails: Path, args: list[str], message: str, verbose: bool
 ) -> None:
-    code, output, out = dry(invoke, tmp_path, *[a.format(csv=emails) for a in args])
+    """-v adds a traceback, never another exit code: a scheduler reads the code."""
+    extra = ["-v"] if verbose else []
+    code, output, out = dry(invoke, tmp_path, *[a.format(csv=emails) for a in args], *extra)
     assert code == ExitStatus.USAGE_OR_INPUT_ERROR
     assert message in output
     assert not out.exists()
+
+
+def test_v_shows_the_traceback_of_an_input_error_and_still_exits_2(
+    invoke: CliRun, tmp_path: Path
+) -> None:
+    result = invoke("run", tmp_path / "missing.csv", "-w", "1", "--dry-run", "-v")
+    assert result.exit_code == ExitStatus.USAGE_OR_INPUT_ERROR
+    assert "Traceback (most recent call last)" in result.stderr
+    assert result.stderr.rstrip().endswith("missing.csv does not exist; check its name and folder")
 
 
 def test_header_only_file_exits_2_and_creates_nothing(invoke: CliRun, tmp_path: Path) -> None:

@@ -93,6 +93,35 @@ def test_late_wakeups_do_not_lower_the_rate_or_break_the_limit() -> None:
     assert 1000 / (times[-1] - times[0]) >= 0.95 * 50
 
 
+@pytest.mark.parametrize("idle_seconds", [0.35, 5.0, 600.0])
+def test_an_idle_spell_never_turns_into_a_burst(idle_seconds: float) -> None:
+    """Rows stop coming for a while (a slow read, retries backing off): the starts that
+    follow are paced 1/R apart again, not let through at once to catch up."""
+    clock = FakeClock()
+    limiter = RateLimiter(10, clock=clock, sleep=clock.sleep)
+
+    async def starts(n: int) -> list[float]:
+        times: list[float] = []
+
+        async def one() -> None:
+            await limiter.acquire()
+            times.append(clock.now)
+
+        await asyncio.gather(*(one() for _ in range(n)))
+        return times
+
+    async def main() -> tuple[list[float], list[float]]:
+        before = await starts(10)
+        clock.now += idle_seconds
+        return before, await starts(10)
+
+    before, after = asyncio.run(main())
+    assert [b - a for a, b in itertools.pairwise(before)] == pytest.approx([0.1] * 9)
+    assert [b - a for a, b in itertools.pairwise(after)] == pytest.approx([0.1] * 9)
+    assert after[0] - before[-1] >= 0.1
+    assert busiest_window(before + after) <= 10
+
+
 def test_rates_below_one_per_second_space_the_starts() -> None:
     clock = FakeClock()
     limiter = RateLimiter(0.5, clock=clock, sleep=clock.sleep)

@@ -285,3 +285,13 @@ def test_body_over_limit_is_row_error(tmp_path: Path) -> None:
     m = mapper(["email", "content.blob"], options(tmp_path))
     e = error(m.map(rec(2, "a@b.co", "x" * (11 * 2**20))))
     assert e.error == "body_too_large"
+
+
+def test_a_row_too_large_to_send_does_not_claim_its_identifier(tmp_path: Path) -> None:
+    """It was never sent, so the fixed row after it is no duplicate of it."""
+    m = mapper(["email", "content.blob"], options(tmp_path))
+    assert error(m.map(rec(2, "a@b.co", "x" * (11 * 2**20)))).error == "body_too_large"
+    assert body(m.map(rec(3, "A@b.co", "short")))["content"] == {"blob": "short"}
+    e = error(m.map(rec(4, "a@b.co", "again")))
+    assert e.error == "duplicate"
+    assert "repeats row 3" in e.text

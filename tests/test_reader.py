@@ -62,6 +62,44 @@ def test_excel_unicode_text_is_tab_separated_utf16(tmp_path: Path) -> None:
     assert records[1].cells == ["olga@mail.ru", "Ольга", "Казань"]
 
 
+@pytest.mark.parametrize("splits_a_letter", [True, False])
+def test_utf8_past_the_sample_is_utf8_wherever_the_sample_ends(
+    tmp_path: Path, splits_a_letter: bool
+) -> None:
+    """The first 64 KiB decide the encoding; they may end inside a two-byte letter."""
+    header = "email,Имя\n".encode()
+    row = "user@example.com,Иван\n".encode()
+    count = 64 * 1024 // len(row) + 10
+
+    def body(pad: int) -> bytes:
+        return header + b"x" * pad + row * count
+
+    def split(data: bytes) -> bool:
+        try:
+            data[:64 * 1024].decode()
+        except UnicodeDecodeError:
+            return True
+        return False
+
+    pad = next(p for p in range(len(row)) if split(body(p)) == splits_a_letter)
+    path = tmp_path / "in.csv"
+    path.write_bytes(body(pad))
+    table = open_table(path)
+    records = list(table.records())
+    table.close()
+    assert table.description.startswith("text, utf-8,")
+    assert len(records) == count
+    assert {r.cells[1] for r in records} == {"Иван"}
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_a_bom_in_either_byte_order(tmp_path: Path, codec: str) -> None:
+    path = write_csv(tmp_path / "in.txt", RUSSIAN.replace(";", "\t"), codec)
+    headers, records = rows(path)
+    assert headers == ["email", "Имя", "Город"]
+    assert records[1].cells == ["olga@mail.ru", "Ольга", "Казань"]
+
+
 @pytest.mark.parametrize("delimiter", [",", ";", "\t", "|"])
 def test_detects_each_delimiter(tmp_path: Path, delimiter: str) -> None:
     text = delimiter.join(["email", "content.name", "content.note"]) + "\n"
@@ -286,4 +324,3 @@ def test_closing_a_workbook_read_halfway_closes_its_file(tmp_path: Path) -> None
     assert _open_descriptors(path) == 1
     table.close()
     assert _open_descriptors(path) == 0
-    records.close()

@@ -22,7 +22,7 @@ import pytest
 
 from batch_engage import RunOptions, Secret, run
 from batch_engage.journal import JOURNAL_NAME, RunLock
-from batch_engage.mock_server import MockConfig, MockStats, RunningMock, serve_in_thread
+from batch_engage.mock_server import Fault, MockConfig, MockStats, RunningMock, serve_in_thread
 from batch_engage.sender import Answer
 from batch_engage.status import ExitStatus
 
@@ -216,6 +216,13 @@ def test_resume_refuses_an_edited_file_and_changed_options(
         assert code == ExitStatus.USAGE_OR_INPUT_ERROR
         assert "is not the file this run started with" in err
 
+        # The same size, one address fixed: only the content tells it apart.
+        emails(tmp_path, 20)
+        data.write_text(data.read_text("utf-8").replace("k7@", "x7@"), "utf-8")
+        code, _, err = run_once(invoke, data, out, mock, "--resume")
+        assert code == ExitStatus.USAGE_OR_INPUT_ERROR
+        assert "is not the file this run started with" in err
+
         emails(tmp_path, 20)  # the original again
         result = invoke("run", data, "--out", out, "--resume", "--matching", "profile_id",
                         env=token_env(mock.url))
@@ -231,15 +238,22 @@ def test_resume_refuses_an_edited_file_and_changed_options(
 
 
 def test_one_run_per_folder(invoke: CliRun, tmp_path: Path) -> None:
+    """While one process holds the folder, neither a new run nor a resume may use it."""
     data, out = emails(tmp_path, 20), tmp_path / "out"
-    out.mkdir()
-    with serve_in_thread(MockConfig(token=MOCK_TOKEN)) as mock, RunLock(out):
-        for extra in [(), ("--resume",)]:
-            code, _, err = run_once(invoke, data, out, mock, *extra)
-            assert code == ExitStatus.USAGE_OR_INPUT_ERROR
-            assert f"process {os.getpid()}) is using the run folder {out}" in err \
-                or "there is no run to resume" in err
-        assert mock.stats.received == 0
+    with serve_in_thread(MockConfig(token=MOCK_TOKEN)) as mock:
+        # A stopped run to resume: the token was refused.
+        assert run_once(invoke, data, out, mock, token="wrong")[0] == ExitStatus.STOPPED
+        journal = (out / JOURNAL_NAME).read_bytes()
+        received = mock.stats.received
+        with RunLock(out):
+            for extra in [(), ("--resume",)]:
+                code, _, err = run_once(invoke, data, out, mock, *extra)
+                assert code == ExitStatus.USAGE_OR_INPUT_ERROR
+                assert f"process {os.getpid()}) is using the run folder {out}" in err
+        assert mock.stats.received == received
+        assert (out / JOURNAL_NAME).read_bytes() == journal
+        # Once it is let go, the resume goes ahead.
+        assert run_once(invoke, data, out, mock, "--resume")[0] == ExitStatus.ROWS_FAILED
 
 
 def test_two_processes_on_one_folder_the_second_is_refused(tmp_path: Path) -> None:
@@ -281,3 +295,61 @@ def test_each_row_is_on_disk_as_sending_before_its_request_leaves(tmp_path: Path
     assert {state for _, state in seen} == {"sending"}
     with closing(sqlite3.connect(out / JOURNAL_NAME)) as db:
         assert dict(db.execute("SELECT state, count(*) FROM rows GROUP BY state")) == {"ok": 49}
+
+
+def test_resume_never_resends_rows_that_ended_with_an_answer_or_without_one(
+    invoke: CliRun, tmp_path: Path
+) -> None:
+    """Rows that ended ``api``, ``http`` or ``network`` are final: the API may have acted on
+    them (a cut-off or unreadable answer, a dropped connection), so a resume reports them
+    again and sends nothing."""
+    faults = {1: Fault.API_ERROR, 2: Fault.TRUNCATED, 3: Fault.CUT_OFF, 4: Fault.DROP,
+              5: Fault.SERVER_ERROR}
+    data, out = emails(tmp_path, 10), tmp_path / "out"
+    with serve_in_thread(MockConfig(token=MOCK_TOKEN), script=faults.get) as mock:
+        # One at a time and one try each, so request N is row N's (row 5 is invalid).
+        code, _, _ = run_once(invoke, data, out, mock, "--concurrency", "1",
+                              "--max-attempts", "1")
+        assert code == ExitStatus.ROWS_FAILED
+        ended = {r["email"]: (r["_stage"], r["_error"]) for r in read_csv(out / "failed.csv")}
+        assert ended == {
+            "k0@example.com": ("api", "api_440"),
+            "k1@example.com": ("http", "unreadable_answer"),
+            "k2@example.com": ("http", "answer_cut_off"),
+            "not-an-email": ("validation", "invalid_email"),
+            "k4@example.com": ("network", "disconnected"),
+            "k5@example.com": ("http", "http_503"),
+        }
+        received = mock.stats.received
+        before = sorted(read_csv(out / "failed.csv"), key=lambda r: int(r["_row"]))
+        code, stdout, _ = run_once(invoke, data, out, mock, "--resume")
+        assert mock.stats.received == received
+    assert code == ExitStatus.ROWS_FAILED
+    assert "Nothing was left to send" in stdout
+    assert read_csv(out / "failed.csv") == before  # the same rows, now in row order
+
+
+def test_a_kill_while_a_retry_is_on_its_way_leaves_that_row_uncertain(tmp_path: Path) -> None:
+    """Each try is marked ``sending`` before it leaves, not just the first: the API may act
+    on a retry, and a resume after a kill must not send it a third time."""
+    data, out = emails(tmp_path, 20), tmp_path / "out"
+    with serve_in_thread(MockConfig(token=MOCK_TOKEN),
+                         script=lambda n: Fault.SERVER_ERROR if n == 1 else None) as mock:
+        process = start(data, out, mock, "--concurrency", "1", "--rate", "0")
+
+        def kill_at_the_retry(body: dict[str, object]) -> None:
+            if body["email"] == "k0@example.com":
+                os.kill(process.pid, signal.SIGKILL)
+
+        # Row 2's first try gets 503. While it waits to retry, the next rows are sent, and
+        # their marks put on disk that row 2 is not on its way. Its retry is engaged, then
+        # the run is killed before the answer reaches it.
+        mock.server.on_accept = kill_at_the_retry
+        process.communicate(timeout=60)
+        assert process.returncode == -signal.SIGKILL
+        mock.server.on_accept = None
+        finish = start(data, out, mock, "--resume")
+        _, err = finish.communicate(timeout=60)
+        assert finish.returncode == ExitStatus.ROWS_FAILED, err
+        assert check_every_row_once(out, mock.stats, rows=20) == ["k0@example.com"]
+    assert mock.stats.accepted["k0@example.com"] == 1

@@ -4,6 +4,8 @@ line of output and every byte of every file it wrote is searched for it. Also: T
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
 import os
 import ssl
 import traceback
@@ -17,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from batch_engage import RunOptions, Secret
 from batch_engage.cli import cli
 from batch_engage.mock_server import Fault, MockConfig, serve_in_thread
 from batch_engage.status import ExitStatus
@@ -81,7 +84,7 @@ def test_no_path_of_the_cli_shows_the_token(
             code, seen = run_cli(*args, env=env)
             codes.append(code)
             texts += seen
-        assert codes == [1, 1, 1, 1, 1, 1, 2, 1]  # -v lets the errors out as tracebacks
+        assert codes == [1, 1, 1, 1, 2, 2, 2, 1]  # -v adds a traceback, not another code
         # A rejected token: the wrong one must not show either.
         code, seen = run_cli("run", data, "-w", "1", "--out", tmp_path / "f", "-v",
                              env={**env, "BATCH_ENGAGE_TOKEN": WRONG})
@@ -102,7 +105,9 @@ def test_no_path_of_the_cli_shows_the_token(
         assert "Run the same command with -v" in seen[1]
         texts += seen
         code, seen = run_cli("run", data, "-w", "1", "-v", "--out", tmp_path / "h", env=env)
-        assert "RuntimeError: simulated bug" in seen[2]
+        assert code == ExitStatus.STOPPED
+        assert "Traceback (most recent call last)" in seen[1]
+        assert "RuntimeError: simulated bug" in seen[1]
         texts += seen
     assert "can be read by every user of this machine; restrict it with: chmod 600" in "".join(
         texts)
@@ -184,4 +189,38 @@ def test_turning_tls_checks_off_takes_a_flag_and_warns(
     assert result.exit_code == ExitStatus.ROWS_FAILED  # the one invalid row
     assert "--no-verify-tls: the API's TLS certificate is not checked" in result.stderr
     assert len(read_csv(tmp_path / "out" / "success.csv")) == 30
-    assert not os.environ.get("BATCH_ENGAGE_TOKEN")  # nothing leaked into this process
+    assert leaks([result.stdout, result.stderr], tmp_path) == []
+
+
+def test_a_token_from_a_file_never_enters_the_environment(
+    invoke: CliRun, tmp_path: Path, data: Path
+) -> None:
+    """Child processes (a hook, a shell a library user starts) inherit the environment: a
+    token the user kept in a file must not be copied there. Looked at while the run sends,
+    since the CLI's test runner puts the environment back afterwards."""
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN, "utf-8")
+    token_file.chmod(0o600)
+    environments: list[dict[str, str]] = []
+    with serve_in_thread(MockConfig(token=TOKEN)) as mock:
+        mock.server.on_accept = lambda _body: environments.append(dict(os.environ))
+        result = invoke("run", data, "-w", "1", "--out", tmp_path / "out", "--token-file",
+                        token_file, "--rate", "0", env={"BATCH_ENGAGE_API_URL": mock.url})
+    assert result.exit_code == ExitStatus.ROWS_FAILED  # the one invalid row
+    assert len(environments) == 30
+    assert [k for env in environments for k, v in env.items() if TOKEN in v] == []
+
+
+def test_the_options_a_library_user_logs_never_show_the_token(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    options = RunOptions(input=tmp_path / "in.csv", workflow_id=1,
+                         api_url="https://api.example.com", token=Secret(TOKEN))
+    logging.getLogger("airflow.task").warning("running with %s (%r)", options, options)
+    shown = [repr(options), str(options), f"{options!r}", repr(options.token),
+             str(options.token), f"{options.token}", json.dumps(options.fixed()),
+             caplog.text, repr([options]), repr({"options": options})]
+    assert leaks(shown, tmp_path) == []
+    assert "token=Secret('***')" in repr(options)
+    assert options.token is not None
+    assert options.token.reveal() == TOKEN

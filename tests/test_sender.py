@@ -49,6 +49,10 @@ def api(error: int, text: str = "", status: int = 200, retry_after: str | None =
         (api(429, "Too many requests", status=429), Verdict.RETRY, "http", "http_429"),
         (Answer(503, b"<html>Service Unavailable</html>"), Verdict.RETRY, "http", "http_503"),
         (api(500, "oops", status=500), Verdict.RETRY, "http", "http_500"),
+        (Answer(502, b"<html>Bad Gateway</html>"), Verdict.RETRY, "http", "http_502"),
+        (Answer(504, b"<html>Gateway Time-out</html>"), Verdict.RETRY, "http", "http_504"),
+        (api(504, "Gateway timeout", status=504), Verdict.RETRY, "http", "http_504"),
+        (Answer(501, b"Not Implemented"), Verdict.FAILED, "http", "http_501"),
         (Answer(404, b"<html>Not Found</html>"), Verdict.FAILED, "http", "http_404"),
         (Answer(200, b"<html>maintenance</html>"), Verdict.FAILED, "http", "unreadable_answer"),
         (Answer(200, b'{"error": 0, "error_te'), Verdict.FAILED, "http", "unreadable_answer"),
@@ -310,3 +314,30 @@ def test_once_the_api_was_reached_refused_connections_are_retried() -> None:
     assert sender.stop_reason is None
     assert {r.outcome for r in results.values()} == {"ok"}
     assert sender.retries["connect_failed"] == 2 * 39
+
+
+def test_every_try_is_noted_as_sending_before_it_leaves() -> None:
+    """Not only the first: a retry may be acted on, so after a kill it must be uncertain."""
+    events: list[tuple[str, int]] = []
+
+    class Journal:
+        async def sending(self, row: int, identifier: str) -> None:
+            events.append(("sending", row))
+
+        def forget(self, row: int) -> None:
+            events.append(("forget", row))
+
+    async def transport(body: bytes) -> Answer:
+        row = json.loads(body)["row"]
+        events.append(("request", row))
+        tries = events.count(("request", row))
+        return Answer(504, b"") if tries < 3 else api(0)
+
+    async def main() -> Result:
+        sender = Sender(transport, limiter=RateLimiter(0), max_in_flight=1, policy=NO_WAIT,
+                        ledger=Journal())
+        return await sender.send(request(7))
+
+    assert asyncio.run(main()).outcome == "ok"
+    assert events == [("sending", 7), ("request", 7), ("forget", 7)] * 2 + [
+        ("sending", 7), ("request", 7)]

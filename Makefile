@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean golden-workbooks
+.PHONY: demo test lint bench mutate clean golden-workbooks
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test,lint,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[test,lint,bench,mutate]'
 	touch $@ $(VENV)/.installed
 
 # The samples hold invalid rows on purpose, so batch-engage ends with exit code 1 (some rows
@@ -35,6 +35,16 @@ lint: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench
 
+# Mutation testing (mutmut) of the modules where a silent bug costs a double engagement, a
+# lost row or a leaked token; writes docs/mutation.md. Not part of `make test`: run it before
+# a change to those modules lands (README, "Mutation testing").
+mutate: $(VENV)/.installed-dev
+	rm -rf mutants
+	@start=$$(date +%s); \
+	$(BIN)/mutmut run --max-children $$(nproc) || exit $$?; \
+	$(BIN)/python tests/mutation/report.py $$(( $$(date +%s) - start )) > docs/mutation.md
+	@grep -m1 'mutation score' docs/mutation.md
+
 # Rebuild tests/golden/workbooks/*.xlsx and, with LibreOffice on the PATH, their golden CSVs
 # (what LibreOffice shows in each cell). Installs nothing: it needs the venv with the test
 # extras (openpyxl; `make test` or `make lint` makes it) and, on Debian, LibreOffice from
@@ -43,4 +53,4 @@ golden-workbooks:
 	$(BIN)/python tests/golden/workbooks/make_workbooks.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) runs mutants .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -2,9 +2,10 @@
 
     python tests/mutation/kill.py tests/test_journal.py [more files] [-m 'batch_engage.journal.*']
 
-Copies the test files into mutants/tests/ and runs them once per mutant, in one process (mutmut's
-trampolines pick the mutant from MUTANT_UNDER_TEST at each call). Prints the mutants still alive.
-Needs the mutants/ folder of a finished (or running) `make mutate`; changes nothing else.
+Copies the tests into mutants/kill_tests_PID/ (not mutants/tests/, which a running `mutmut run`
+uses) and runs the given files once per mutant, in one process: mutmut's trampolines pick the
+mutant from MUTANT_UNDER_TEST at each call. Prints the mutants still alive. Needs the mutants/
+folder of a finished (or running) `make mutate`; changes nothing else.
 """
 
 from __future__ import annotations
@@ -52,16 +53,18 @@ def main() -> None:
                         help="glob of mutant names (default: every module)")
     args = parser.parse_args()
     names = alive(args.mutants or ["*"])
-    files = []
-    for file in args.files:
-        target = MUTANTS / "tests" / Path(file).name
-        shutil.copyfile(REPO / file, target)
-        files.append(str(target.relative_to(MUTANTS)))
+    # A package of its own per process, so that two checks at once do not share files.
+    copy = MUTANTS / f"kill_tests_{os.getpid()}"
+    shutil.copytree(REPO / "tests", copy, ignore=shutil.ignore_patterns("mutation", "__pycache__"))
+    files = [str(Path(copy.name) / Path(file).name) for file in args.files]
     os.chdir(MUTANTS)
     sys.path.insert(0, str(MUTANTS))
-    if not passes(files, ""):
-        sys.exit("the tests fail on the code itself; fix them first")
-    left = [name for name in names if passes(files, name)]
+    try:
+        if not passes(files, ""):
+            sys.exit("the tests fail on the code itself; fix them first")
+        left = [name for name in names if passes(files, name)]
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
     print(f"{len(names) - len(left)} of {len(names)} killed; alive:")
     for name in left:
         print(f"  {name}")

@@ -41,7 +41,7 @@ bench: $(VENV)/.installed-dev
 mutate: $(VENV)/.installed-dev
 	rm -rf mutants
 	@start=$$(date +%s); \
-	$(BIN)/mutmut run --max-children $$(nproc) || exit $$?; \
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mutmut run --max-children $$(nproc) || exit $$?; \
 	$(BIN)/python tests/mutation/report.py $$(( $$(date +%s) - start )) > docs/mutation.md
 	@grep -m1 'mutation score' docs/mutation.md
 

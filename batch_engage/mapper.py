@@ -31,11 +31,11 @@ _FILTER_PREFIX = "subscription_filter."
 # Plain ASCII addresses, the great majority, are checked by this strict subset of what
 # email-validator accepts (a property test holds the two together); the rest go to
 # email-validator, which is exact but costs ~100 us a call: most of a million-row dry run.
-# A domain label may not start with two characters and "--" (reserved for IDNA, as "xn--").
+# A domain label may not have "--" as its third and fourth characters (reserved for IDNA).
 _PLAIN_EMAIL = re.compile(
     r"(?=.{6,254}$)(?=[^@]{1,64}@)(?!.*[xX][nN]--)"
     r"[A-Za-z0-9_%+-]{1,64}(?:\.[A-Za-z0-9_%+-]{1,64})*"
-    r"@(?:(?![A-Za-z0-9]{2}--)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+    r"@(?:(?![A-Za-z0-9-]{2}--)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
     r"(?!(?:" + "|".join(sorted(SPECIAL_USE_DOMAIN_NAMES)) + r")$)[A-Za-z]{2,63}"
 )
 _INTEGER = re.compile(r"[+-]?[0-9]+")

@@ -66,8 +66,9 @@ def run_against(invoke: CliRun, tmp_path: Path, script: Script | None, *args: st
 @pytest.mark.parametrize(("fault", "reason"), [
     (Fault.SERVER_ERROR, "http_503"),
     (Fault.HTML_ERROR, "http_502"),
-    (Fault.TOO_MANY, "http_429"),
-    (Fault.TOO_MANY_DATE, "http_429"),
+    # Each waits out Retry-After: 1 s twelve times over (about 11 s).
+    pytest.param(Fault.TOO_MANY, "http_429", marks=pytest.mark.slow),
+    pytest.param(Fault.TOO_MANY_DATE, "http_429", marks=pytest.mark.slow),
     (Fault.DROP, "disconnected"),
 ])
 def test_bursts_of_retryable_faults_are_survived(

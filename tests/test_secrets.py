@@ -56,6 +56,7 @@ def run_cli(*args: str | Path, env: dict[str, str]) -> tuple[int, list[str]]:
     return result.exit_code, seen
 
 
+@pytest.mark.slow  # about 10 s: every path of the CLI, one after another
 def test_no_path_of_the_cli_shows_the_token(
     tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

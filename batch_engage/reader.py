@@ -192,9 +192,10 @@ class _Shapes:
     def __init__(self, lines: list[str], delimiter: str, width: int) -> None:
         self.width = width
         self.delimiter = delimiter
-        # The sample's records first; if a stray quote garbled them, its lines one by one.
-        self.telling = self._learn(csv.reader(lines, delimiter=delimiter), exact=True) or (
-            self._learn((self._fields(line) for line in lines), exact=False))
+        # The sample's records, and where a stray quote garbled them, its lines one by one
+        # (records win where both tell a column).
+        self.telling = self._learn((self._fields(line) for line in lines), exact=False) | (
+            self._learn(csv.reader(lines, delimiter=delimiter), exact=True))
 
     def _learn(self, rows: Iterable[list[str]], *, exact: bool) -> dict[int, str]:
         """The columns where most filled cells have a shape that text rarely has."""
@@ -214,9 +215,13 @@ class _Shapes:
             filled = sum(n for shape, n in seen.items() if shape != "empty")
             if filled < 3:  # one number in a column of blanks says nothing of the next cell
                 continue
-            for shape, n in seen.items():
-                if shape in ("email", "number") and n > 0.5 * filled:
-                    telling[i] = shape
+            # Text is almost never an email, so a third of the cells are enough (the lines
+            # of multi-line cells fill the rest); numbers must be most of them.
+            emails = seen.get("email", 0)
+            if emails > 0.5 * filled or (emails >= 3 and 3 * emails >= filled):
+                telling[i] = "email"
+            elif seen.get("number", 0) > 0.5 * filled:
+                telling[i] = "number"
         return telling
 
     def _fields(self, line: str) -> list[str]:

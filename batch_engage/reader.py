@@ -322,12 +322,12 @@ class TextTable:
             # Blank lines before the header are skipped; row numbers still count them.
             for header_row in self._reader:
                 self._number += 1
-                self._check_text(header_row)
+                self._check_text(header_row, self._number)
                 if any(c.strip() for c in header_row):
                     break
             else:
                 header_row = []
-        except (UnicodeDecodeError, csv.Error) as e:
+        except (UnicodeDecodeError, csv.Error) as e:  # reading the row, before it counts
             self.close()
             raise self._read_error(e, self._number + 1) from None
         except InputFileError:
@@ -351,7 +351,7 @@ class TextTable:
         yield from self._file
         self._eof = True
 
-    def _check_text(self, row: list[str]) -> None:
+    def _check_text(self, row: list[str], number: int) -> None:
         joined = "".join(row)
         if _BAD_TEXT.search(joined) is None:
             return
@@ -360,7 +360,8 @@ class TextTable:
                 f"line {self._reader.line_num + self._sep_lines} of {self.path.name} holds a "
                 "NUL (zero) byte, which text never has: the file is damaged there; delete "
                 "that character in a text editor, or export the sheet again")
-        raise UnicodeDecodeError(self.encoding, b"", 0, 1, "undecodable byte")
+        raise self._read_error(UnicodeDecodeError(self.encoding, b"", 0, 1, "undecodable"),
+                               number)
 
     def records(self) -> Iterator[Record]:
         width = len(self.headers)
@@ -371,13 +372,13 @@ class TextTable:
             for row in reader:
                 number += 1
                 if _BAD_TEXT.search("".join(row)):
-                    self._check_text(row)
+                    self._check_text(row, number)
                 if reader.line_num - line > 1 or self._eof:
                     self._check_quotes(row, line + 1 + self._sep_lines, width)
                 line = reader.line_num
                 yield _record(number, row, width, self._unguard)
         except (UnicodeDecodeError, csv.Error) as e:
-            raise self._read_error(e, number + 1 if isinstance(e, csv.Error) else number) from None
+            raise self._read_error(e, number + 1) from None  # reading the row, before it counts
 
     def _check_quotes(self, row: list[str], first_line: int, width: int) -> None:
         """A row that spans lines: refuse it when a quote swallowed what reads as rows."""

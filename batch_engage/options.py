@@ -199,13 +199,20 @@ def load_config(path: Path, known_options: frozenset[str]) -> ConfigFile:
                 f"config file {path}: unknown option {key!r}; known options are "
                 + ", ".join(sorted(known_options))
             )
-        options[name] = _relative_to(path.parent, value) if name in _PATH_KEYS else value
+        options[name] = _relative_to(path, key, value) if name in _PATH_KEYS else value
     return ConfigFile(path=path, options=options, columns=dict(columns_raw))
 
 
-def _relative_to(folder: Path, value: Any) -> Any:
+def _relative_to(config: Path, key: str, value: Any) -> str | list[str]:
+    """Paths in a config are relative to its folder, wherever the run starts."""
     if isinstance(value, str):
-        return str(folder / value)
-    if isinstance(value, list):
-        return [str(folder / v) if isinstance(v, str) else v for v in value]
-    return value
+        return str(config.parent / value)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return [str(config.parent / v) for v in value]
+    # A number would reach the OS as a file descriptor (7 is some open file, 0 is stdin).
+    example = {"attach": "terms.pdf", "attach_dir": "files", "token_file": "token.txt"}[
+        key.replace("-", "_")]
+    raise UsageError(
+        f'config file {config}: {key} must be a path in quotes, e.g. {key} = "{example}"'
+        + (' or a list of them, e.g. attach = ["terms.pdf", "logo.png"]'
+           if key == "attach" else ""))

@@ -40,9 +40,12 @@ def alive(patterns: list[str]) -> list[str]:
 
 def passes(files: list[str], mutant: str) -> bool:
     os.environ["MUTANT_UNDER_TEST"] = mutant
-    with contextlib.redirect_stdout(io.StringIO()):
-        code = pytest.main([*files, "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-                            "--timeout", "30", "-m", "not slow"])
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            code = pytest.main([*files, "-x", "-q", "-p", "no:cacheprovider",
+                                "--timeout", "30", "-m", "not slow"])
+    except Exception:  # e.g. a file the mutant left open, raised as pytest shuts down
+        return False
     return code == pytest.ExitCode.OK
 
 

@@ -1,0 +1,371 @@
+"""The journal and the run lock, used directly: what a run leaves on disk for --resume."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import hashlib
+import os
+import sqlite3
+import stat
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batch_engage import UsageError
+from batch_engage.journal import (
+    JOURNAL_NAME,
+    LOCK_NAME,
+    SCHEMA_VERSION,
+    Fingerprint,
+    Journal,
+    RowState,
+    RunLock,
+    check_options,
+    stored_options,
+)
+
+FIXED: dict[str, Any] = {"workflow_id": 7, "matching": "email", "phone_region": None,
+                         "columns": {"Почта": "email"}, "allow_duplicates": False}
+
+
+def on_disk(path: Path) -> list[tuple[Any, ...]]:
+    """The journal's rows as another process would read them (after a kill, say)."""
+    with closing(sqlite3.connect(path)) as db:
+        return db.execute("SELECT * FROM rows ORDER BY row").fetchall()
+
+
+@contextmanager
+def journal_in(folder: Path) -> Iterator[Journal]:
+    journal = Journal(folder / JOURNAL_NAME)
+    try:
+        yield journal
+    finally:
+        journal.close()
+
+
+def begun(tmp_path: Path, data: bytes = b"email\na@example.com\n") -> tuple[Path, Fingerprint]:
+    """A run folder whose journal was begun for an input file with ``data``."""
+    (tmp_path / "in.csv").write_bytes(data)
+    fingerprint = Fingerprint.of(tmp_path / "in.csv")
+    with journal_in(tmp_path) as journal:
+        journal.begin(fingerprint, FIXED, "2026-01-02T03:04:05+00:00")
+    return tmp_path / JOURNAL_NAME, fingerprint
+
+
+def ok(row: int, identifier: str) -> RowState:
+    return RowState(row, "ok", identifier, 1, 200, "", "fine", "2026-01-02T03:04:06.000+00:00")
+
+
+def test_fingerprint_is_the_files_size_and_sha256(tmp_path: Path) -> None:
+    # Larger than the 1 MiB the file is read in, so that every chunk counts.
+    data = bytes(range(256)) * 10_000
+    (tmp_path / "big.csv").write_bytes(data)
+    assert Fingerprint.of(tmp_path / "big.csv") == Fingerprint(
+        len(data), hashlib.sha256(data).hexdigest())
+
+
+def test_a_new_run_stores_what_it_reads_and_how_with_zero_totals(tmp_path: Path) -> None:
+    path, fingerprint = begun(tmp_path)
+    with journal_in(tmp_path) as journal:
+        stored = {key: journal.meta(key) for key in (
+            "version", "started_at", "input_size", "input_sha256", "options", "requests_sent",
+            "retries", "retries_unanswered")}
+    assert stored == {
+        "version": SCHEMA_VERSION, "started_at": "2026-01-02T03:04:05+00:00",
+        "input_size": fingerprint.size, "input_sha256": fingerprint.sha256, "options": FIXED,
+        "requests_sent": 0, "retries": {}, "retries_unanswered": 0,
+    }
+    assert stored_options(tmp_path) == FIXED
+    # Stored as UTF-8 text, so someone looking into the journal with sqlite3 can read it.
+    with closing(sqlite3.connect(path)) as db:
+        (text,) = db.execute("SELECT value FROM meta WHERE key = 'options'").fetchone()
+    assert '"Почта"' in text
+
+
+def test_a_key_never_stored_reads_as_none(tmp_path: Path) -> None:
+    with journal_in(tmp_path) as journal:
+        assert journal.meta("version") is None
+
+
+def test_each_pass_adds_its_requests_and_retries_to_the_runs_totals(tmp_path: Path) -> None:
+    begun(tmp_path)
+    with journal_in(tmp_path) as journal:
+        journal.add_pass(5, Counter({"timeout": 2}), 2)
+    with journal_in(tmp_path) as journal:  # the totals outlive the pass that wrote them
+        journal.add_pass(3, Counter({"timeout": 1, "http_429": 4}), 1)
+        assert journal.meta("requests_sent") == 8
+        assert journal.meta("retries") == {"timeout": 3, "http_429": 4}
+        assert journal.meta("retries_unanswered") == 3
+
+
+def test_resuming_the_same_file_with_the_same_options_is_allowed(tmp_path: Path) -> None:
+    _, fingerprint = begun(tmp_path)
+    with journal_in(tmp_path) as journal:
+        journal.check_resume(fingerprint, {**FIXED, "option_added_later": 1}, "in.csv")
+
+
+@pytest.mark.parametrize(("data", "why"), [
+    (b"email\nb@example.com\n", "content"),  # same size, other bytes
+    (b"email\na@example.com\nb@example.com\n", "size"),
+])
+def test_resume_refuses_a_file_that_is_not_the_one_the_run_started_with(
+    tmp_path: Path, data: bytes, why: str
+) -> None:
+    begun(tmp_path)
+    (tmp_path / "in.csv").write_bytes(data)
+    with journal_in(tmp_path) as journal, pytest.raises(UsageError) as refused:
+        journal.check_resume(Fingerprint.of(tmp_path / "in.csv"), FIXED, "клиенты.csv")
+    assert str(refused.value) == (
+        "клиенты.csv is not the file this run started with (its size or content changed); "
+        "resume with the original file, or start a new run with a new --out (rows already "
+        "sent would then be sent again)"), why
+
+
+@pytest.mark.parametrize("version", ["0", None])
+def test_resume_refuses_a_journal_of_another_version(
+    tmp_path: Path, version: str | None
+) -> None:
+    """Another version's journal, or one older than the version key itself."""
+    with journal_in(tmp_path) as journal:
+        if version is not None:
+            journal.set_meta("version", version)
+        with pytest.raises(UsageError) as refused:
+            journal.check_resume(Fingerprint(1, "0" * 64), FIXED, "in.csv")
+    assert str(refused.value) == (
+        f"{tmp_path / JOURNAL_NAME} was written by another version of batch-engage; finish "
+        "that run with the version that started it")
+
+
+def test_resume_refuses_options_that_change_what_rows_become(tmp_path: Path) -> None:
+    _, fingerprint = begun(tmp_path)
+    with journal_in(tmp_path) as journal, pytest.raises(UsageError, match="--workflow-id was 7"):
+        journal.check_resume(fingerprint, {**FIXED, "workflow_id": 8}, "in.csv")
+
+
+def test_changed_options_are_named_as_the_cli_spells_them_with_both_values() -> None:
+    stored = {"workflow_id": 7, "phone_region": "RU", "allow_duplicates": False, "sheet": None}
+    fixed = {"workflow_id": 8, "phone_region": "RU", "allow_duplicates": True}
+    with pytest.raises(UsageError) as refused:
+        check_options(stored, fixed)
+    assert str(refused.value) == (
+        "--resume continues the run with its own options, and these differ: --workflow-id "
+        "was 7, now 8; --allow-duplicates was False, now True. Leave them out to keep the "
+        "run's values (only --rate, --concurrency, --max-attempts, --timeout and -q may "
+        "change)")
+
+
+def test_options_stored_by_the_run_are_accepted_unchanged() -> None:
+    check_options(dict(FIXED), {**FIXED, "columns": {"Почта": "email"}})
+
+
+@pytest.mark.parametrize("journal", [None, b"not a database, but a file of text" * 200, b""])
+def test_there_is_no_run_to_resume_without_a_readable_journal(
+    tmp_path: Path, journal: bytes | None
+) -> None:
+    if journal is not None:
+        (tmp_path / JOURNAL_NAME).write_bytes(journal)
+    with pytest.raises(UsageError) as refused:
+        stored_options(tmp_path)
+    assert str(refused.value) == (
+        f"there is no run to resume in {tmp_path} (it has no readable journal.sqlite); "
+        "check --out, or start a new run without --resume")
+
+
+def test_states_are_every_known_row_in_row_order(tmp_path: Path) -> None:
+    begun(tmp_path)
+    uncertain = RowState(3, "uncertain", "c@example.com", 2, None, "uncertain", "cut off", "t")
+
+    async def write() -> None:
+        with journal_in(tmp_path) as journal:
+            await journal.start()
+            journal.record(ok(9, "z@example.com"))
+            journal.record(uncertain)
+            await journal.sending(5, "e@example.com")
+            await journal.stop()
+
+    asyncio.run(write())
+    with journal_in(tmp_path) as journal:
+        assert list(journal.states()) == [
+            uncertain,
+            RowState(5, "sending", "e@example.com", 0, None, "", "", ""),
+            ok(9, "z@example.com"),
+        ]
+
+
+def test_a_row_is_on_disk_as_sending_when_sending_returns(tmp_path: Path) -> None:
+    """What a kill right after leaves: the row on its way, with nothing known of it yet."""
+    path, _ = begun(tmp_path)
+
+    async def mark() -> None:
+        with journal_in(tmp_path) as journal:
+            await journal.start()
+            await journal.sending(2, "a@example.com")
+            assert on_disk(path) == [(2, "sending", "a@example.com", 0, None, "", "", "")]
+            await journal.sending(3, "b@example.com")
+            assert len(on_disk(path)) == 2
+            await journal.stop()
+
+    asyncio.run(mark())
+
+
+def test_results_ride_along_with_the_next_commit_and_forget_removes_a_row(
+    tmp_path: Path
+) -> None:
+    path, _ = begun(tmp_path)
+
+    async def write() -> None:
+        with journal_in(tmp_path) as journal:
+            await journal.start()
+            await journal.sending(2, "a@example.com")
+            await journal.sending(3, "b@example.com")
+            journal.record(ok(2, "a@example.com"))
+            journal.forget(3)  # its request was known not to be acted on: to send again
+            assert [r[:2] for r in on_disk(path)] == [(2, "sending"), (3, "sending")]
+            await journal.sending(4, "c@example.com")
+            assert on_disk(path) == [
+                (2, "ok", "a@example.com", 1, 200, "", "fine", "2026-01-02T03:04:06.000+00:00"),
+                (4, "sending", "c@example.com", 0, None, "", "", ""),
+            ]
+            journal.forget(4)
+            await journal.stop()
+            assert [r[:2] for r in on_disk(path)] == [(2, "ok")]
+
+    asyncio.run(write())
+
+
+def test_closing_the_journal_commits_what_is_still_pending(tmp_path: Path) -> None:
+    path, _ = begun(tmp_path)
+    with journal_in(tmp_path) as journal:
+        journal.record(ok(6, "f@example.com"))
+    assert on_disk(path) == [
+        (6, "ok", "f@example.com", 1, 200, "", "fine", "2026-01-02T03:04:06.000+00:00")]
+
+
+def unwritable(row: int) -> RowState:
+    """A result the database refuses (a row has an identifier): a commit that fails."""
+    return RowState(row, "ok", None, 1, 200, "", "", "")  # type: ignore[arg-type]
+
+
+def test_a_failed_commit_fails_every_row_waiting_on_it_and_every_later_one(
+    tmp_path: Path
+) -> None:
+    path, _ = begun(tmp_path)
+
+    async def write() -> None:
+        with closing(Journal(path)) as journal:
+            await journal.start()
+            journal.record(unwritable(2))
+            with pytest.raises(sqlite3.IntegrityError):
+                await asyncio.wait_for(journal.sending(3, "c@example.com"), 5)
+            with pytest.raises(sqlite3.IntegrityError):
+                await asyncio.wait_for(journal.sending(4, "d@example.com"), 5)
+            with pytest.raises(sqlite3.IntegrityError):
+                await journal.stop()
+
+    asyncio.run(write())
+    assert on_disk(path) == []  # the commit was all or nothing: row 3 is not marked either
+
+
+def test_stopping_reports_a_failed_commit_of_results_alone(tmp_path: Path) -> None:
+    path, _ = begun(tmp_path)
+
+    async def write() -> None:
+        with closing(Journal(path)) as journal:
+            await journal.start()
+            journal.record(ok(2, "a@example.com"))
+            journal.record(unwritable(3))
+            with pytest.raises(sqlite3.IntegrityError):
+                await journal.stop()
+
+    asyncio.run(write())
+    assert on_disk(path) == []
+
+
+def test_a_journal_sqlite_cannot_keep_in_wal_mode_still_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where SQLite cannot use WAL (some network filesystems; an in-memory database here)
+    it makes no -wal file: the journal creates one to sync, as an ordinary file."""
+    monkeypatch.chdir(tmp_path)
+    old = os.umask(0o022)
+    try:
+        journal = Journal(Path(":memory:"))
+    finally:
+        os.umask(old)
+    with closing(journal):
+        journal.record(ok(2, "a@example.com"))
+
+        async def stop() -> None:
+            await journal.stop()
+
+        asyncio.run(stop())
+    assert stat.S_IMODE((tmp_path / ":memory:-wal").stat().st_mode) == 0o644
+
+
+def hold(folder: Path, content: bytes) -> int:
+    """Take the folder's lock as another process would, having written ``content``."""
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, content)
+    return fd
+
+
+def refusal(folder: Path, holder: str) -> str:
+    return (f"another batch-engage (process {holder}) is using the run folder {folder} right "
+            "now; wait for it to finish, or use another --out")
+
+
+def test_a_second_lock_on_a_folder_is_refused_and_names_the_holder(tmp_path: Path) -> None:
+    with RunLock(tmp_path):
+        with pytest.raises(UsageError) as refused, RunLock(tmp_path):
+            pass
+        assert str(refused.value) == refusal(tmp_path, str(os.getpid()))
+    with RunLock(tmp_path):  # released on the way out, and free to take again
+        assert (tmp_path / LOCK_NAME).read_text("ascii") == str(os.getpid())
+
+
+@pytest.mark.parametrize(("content", "holder"), [
+    (b"", "?"),  # killed before it wrote its pid
+    (b"  4242\n", "4242"),
+    (b"12\xff3", "12\ufffd3"),
+    (b"9" * 40, "9" * 32),  # not a pid: shown cut short
+])
+def test_the_refusal_shows_what_the_holder_wrote_in_the_lock(
+    tmp_path: Path, content: bytes, holder: str
+) -> None:
+    fd = hold(tmp_path, content)
+    try:
+        with pytest.raises(UsageError) as refused, RunLock(tmp_path):
+            pass
+    finally:
+        os.close(fd)
+    assert str(refused.value) == refusal(tmp_path, holder)
+
+
+def test_the_lock_holds_only_this_process_id_left_readable_to_all(tmp_path: Path) -> None:
+    # A lock file a process left behind, with a longer id than ours.
+    (tmp_path / LOCK_NAME).write_text("9" * 30, "ascii")
+    (tmp_path / "fresh").mkdir()
+    old = os.umask(0o022)
+    try:
+        with RunLock(tmp_path), RunLock(tmp_path / "fresh"):
+            assert (tmp_path / LOCK_NAME).read_text("ascii") == str(os.getpid())
+            mode = (tmp_path / "fresh" / LOCK_NAME).stat().st_mode
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(mode) == 0o644
+
+
+def test_leaving_a_lock_never_taken_or_twice_does_nothing(tmp_path: Path) -> None:
+    RunLock(tmp_path).__exit__(None, None, None)
+    lock = RunLock(tmp_path)
+    with lock:
+        pass
+    lock.__exit__(None, None, None)
+    with RunLock(tmp_path):
+        pass

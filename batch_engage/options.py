@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -92,6 +93,9 @@ class RunOptions:
             raise UsageError("--field-name only works with --matching custom")
         if self.resend_uncertain and not self.resume:
             raise UsageError("--resend-uncertain only works with --resume")
+        if not math.isfinite(self.rate_per_second) or self.rate_per_second < 0:
+            raise UsageError(f"--rate {self.rate_per_second} is not a number of requests a "
+                             "second; give e.g. --rate 10, or --rate 0 for no limit")
         if self.resume and (self.out is None or self.dry_run):
             raise UsageError("--resume needs --out, the run folder to continue, and no --dry-run")
         if not self.dry_run:

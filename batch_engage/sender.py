@@ -384,6 +384,10 @@ class Sender:
                 return Result(failure.outcome, attempt, failure.http_status, failure.error,
                               failure.error_text + f"; gave up after {attempt} tries",
                               failure.completed_at)
+            if self.stop_reason is not None:
+                # The run stopped while this try was on the wire: no wait for a retry that
+                # will never be made. Its answer said "not now", so resume sends it again.
+                return Result("unsent", attempt, None, "", "", timestamp())
             self.retries[reason] += 1
             self.retries_unanswered += unanswered
             with self._stoppable(task):

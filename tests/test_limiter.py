@@ -93,12 +93,22 @@ def test_late_wakeups_do_not_lower_the_rate_or_break_the_limit() -> None:
     assert 1000 / (times[-1] - times[0]) >= 0.95 * 50
 
 
-@pytest.mark.parametrize("idle_seconds", [0.35, 5.0, 600.0])
-def test_an_idle_spell_never_turns_into_a_burst(idle_seconds: float) -> None:
+@pytest.mark.parametrize(
+    ("rate", "idle_seconds"),
+    [
+        (10, 0.35),
+        (10, 5.0),
+        (10, 600.0),
+        # Idle for exactly one interval past the schedule: the first spell long enough to
+        # start a new schedule (2/s keeps the arithmetic exact in binary floats).
+        (2, 1.0),
+    ],
+)
+def test_an_idle_spell_never_turns_into_a_burst(rate: float, idle_seconds: float) -> None:
     """Rows stop coming for a while (a slow read, retries backing off): the starts that
     follow are paced 1/R apart again, not let through at once to catch up."""
     clock = FakeClock()
-    limiter = RateLimiter(10, clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(rate, clock=clock, sleep=clock.sleep)
 
     async def starts(n: int) -> list[float]:
         times: list[float] = []
@@ -116,10 +126,10 @@ def test_an_idle_spell_never_turns_into_a_burst(idle_seconds: float) -> None:
         return before, await starts(10)
 
     before, after = asyncio.run(main())
-    assert [b - a for a, b in itertools.pairwise(before)] == pytest.approx([0.1] * 9)
-    assert [b - a for a, b in itertools.pairwise(after)] == pytest.approx([0.1] * 9)
-    assert after[0] - before[-1] >= 0.1
-    assert busiest_window(before + after) <= 10
+    assert [b - a for a, b in itertools.pairwise(before)] == pytest.approx([1 / rate] * 9)
+    assert [b - a for a, b in itertools.pairwise(after)] == pytest.approx([1 / rate] * 9)
+    assert after[0] - before[-1] >= 1 / rate
+    assert busiest_window(before + after) <= rate
 
 
 def test_rates_below_one_per_second_space_the_starts() -> None:
@@ -129,11 +139,31 @@ def test_rates_below_one_per_second_space_the_starts() -> None:
     assert [t - times[0] for t in times] == pytest.approx([0, 2, 4, 6])
 
 
-def test_fractional_rates_round_down_per_window() -> None:
+@pytest.mark.parametrize(("rate", "per_window"), [(10.5, 10), (1.5, 1)])
+def test_fractional_rates_round_down_per_window(rate: float, per_window: int) -> None:
     clock = FakeClock()
-    limiter = RateLimiter(10.5, clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(rate, clock=clock, sleep=clock.sleep)
     times = start_times(limiter, clock, 100, 4)
-    assert busiest_window(times) == 10
+    assert busiest_window(times) == per_window
+
+
+def test_below_one_a_second_a_late_start_is_still_followed_by_a_full_gap() -> None:
+    """A start that came late keeps the schedule (the next one may catch up), but below one
+    a second the window is 1/rate long: no two starts closer than that, ever."""
+    clock = FakeClock()
+    limiter = RateLimiter(0.5, clock=clock, sleep=clock.sleep)
+
+    async def main() -> list[float]:
+        times: list[float] = []
+        await limiter.acquire()
+        times.append(clock.now)
+        clock.now += 3.0  # one second behind the schedule, which said 1002
+        for _ in range(2):
+            await limiter.acquire()
+            times.append(clock.now)
+        return times
+
+    assert asyncio.run(main()) == [1000.0, 1003.0, 1005.0]
 
 
 def test_zero_means_no_limit() -> None:
@@ -164,6 +194,19 @@ def test_429s_halve_the_rate_once_per_window_and_it_recovers_slowly() -> None:
     assert limiter.current_per_second == 100  # never above the user's limit
 
 
+def test_a_steady_stream_of_429s_halves_the_rate_once_a_second() -> None:
+    """The windows between halvings are half-open: a 429 a full second after the last
+    halving is a new signal, and every 429 restarts the wait for a quiet window."""
+    clock = FakeClock()
+    limiter = RateLimiter(100, clock=clock, sleep=clock.sleep)
+    rates: list[float] = []
+    for _ in range(5):
+        limiter.slow_down()
+        rates.append(limiter.current_per_second)
+        clock.now += 0.5
+    assert rates == [50, 50, 25, 25, 12.5]
+
+
 def test_the_slower_rate_is_what_acquire_enforces() -> None:
     clock = FakeClock()
     limiter = RateLimiter(100, clock=clock, sleep=clock.sleep)
@@ -188,3 +231,29 @@ def test_unlimited_runs_slow_down_to_half_the_rate_they_had() -> None:
     assert len([t for t in times if t < clock_start + 2.0]) == 165
     clock.now += 30.0  # 5% of 300 per quiet window: back to no limit
     assert limiter.current_per_second == 0
+
+
+def test_an_unlimited_run_is_unlimited_again_once_back_at_the_rate_it_had() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(0, clock=clock, sleep=clock.sleep)
+    start_times(limiter, clock, 10, 2)
+    limiter.slow_down()
+    # 10/s were refused: half of that, climbing back by 1/s (the least step) per quiet second.
+    assert limiter.current_per_second == 5
+    clock.now += 4.0
+    assert limiter.current_per_second == 9
+    clock.now += 1.0  # back at 10/s, the rate that met the 429: no limit any more
+    assert limiter.current_per_second == 0
+
+
+def test_an_unlimited_run_measures_its_rate_over_the_second_before_the_429() -> None:
+    """The second before the 429 is half-open, like acquire's windows: starts exactly one
+    second earlier belong to the second before it."""
+    clock = FakeClock()
+    limiter = RateLimiter(0, clock=clock, sleep=clock.sleep)
+    start_times(limiter, clock, 6, 2)
+    clock.now += 0.5
+    start_times(limiter, clock, 4, 2)
+    clock.now += 0.5
+    limiter.slow_down()
+    assert limiter.current_per_second == 2  # half of the 4 starts at +0.5 s

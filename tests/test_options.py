@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -232,3 +233,12 @@ def test_an_attach_dir_is_made_absolute_for_the_journal_and_shown_as_given(
             public["timeout"], public["dry_run"], public["verify_tls"]) == (
         "files", 3, 2, 4.5, True, False
     )
+
+
+@pytest.mark.parametrize("rate", [math.nan, math.inf, -1.0])
+def test_a_rate_that_is_no_number_of_requests_is_refused(tmp_path: Path, rate: float) -> None:
+    """nan and inf pass click's FloatRange(min=0), then crashed the limiter's arithmetic."""
+    with pytest.raises(UsageError) as caught:
+        RunOptions(input=tmp_path / "in.csv", workflow_id=1, dry_run=True, rate_per_second=rate)
+    assert str(caught.value) == (f"--rate {rate} is not a number of requests a second; give "
+                                 "e.g. --rate 10, or --rate 0 for no limit")

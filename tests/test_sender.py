@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import random
+import re
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -15,6 +19,7 @@ from batch_engage.mapper import Request
 from batch_engage.sender import (
     UNREACHABLE_AFTER_FAILURES,
     Answer,
+    Judgement,
     Result,
     RetryPolicy,
     Sender,
@@ -58,11 +63,87 @@ def api(error: int, text: str = "", status: int = 200, retry_after: str | None =
         (Answer(200, b'{"error": 0, "error_te'), Verdict.FAILED, "http", "unreadable_answer"),
         (Answer(200, b'{"error": true}'), Verdict.FAILED, "http", "unreadable_answer"),
         (Answer(200, b"[0]"), Verdict.FAILED, "http", "unreadable_answer"),
+        (Answer(200, b'{"error": "0"}'), Verdict.FAILED, "http", "unreadable_answer"),
+        (Answer(204, b""), Verdict.FAILED, "http", "unreadable_answer"),
+        # Redirects are not followed: a 3xx is no success, whatever its body says.
+        (Answer(300, b""), Verdict.FAILED, "http", "http_300"),
+        (api(0, status=300), Verdict.FAILED, "api", "api_0"),
+        (Answer(200, b"", cut_off=True), Verdict.FAILED, "http", "answer_cut_off"),
+        # The server refused before acting: safe to retry, even if the line broke.
+        (Answer(503, b"", cut_off=True), Verdict.RETRY, "http", "http_503"),
     ],
 )
 def test_judge(answer: Answer, verdict: Verdict, stage: str, error: str) -> None:
     judgement = judge(answer)
     assert (judgement.verdict, judgement.stage, judgement.error) == (verdict, stage, error)
+
+
+TOKEN_REJECTED = (
+    "the API rejected the token (error 401, API token required): put the right token in the "
+    "BATCH_ENGAGE_TOKEN environment variable or a --token-file, and check that --api-url is "
+    "your account's")
+TARIFF_REACHED = (
+    "the account's tariff limit is reached (error 402): raise the limit in the account or "
+    "wait until it renews, then send the remaining rows")
+ACCESS_REFUSED = (
+    "the API refused access (error 403, forbidden): check that the token's API access "
+    "includes scenarios and that -w is a scenario of this account")
+CHECK_PROFILE = "check that the profile exists and matches this row's identifier"
+CHECK_ACCOUNT = "check in the account whether this profile was engaged before sending it again"
+CHECK_ROW = "the API found the request incorrect: check this row's values and the -w workflow id"
+CHECK_URL = "check the API URL (--api-url) and the workflow id (-w)"
+# A page that is no JSON, shown in the message: its first 80 bytes, on one line.
+MAINTENANCE_PAGE = b"\xff<p>\n" + b"x" * 100
+MAINTENANCE_SHOWN = "\ufffd<p> " + "x" * 75
+
+
+@pytest.mark.parametrize(
+    ("answer", "judgement"),
+    [
+        (api(0, "Successful operation"), Judgement(Verdict.OK, "", "", "Successful operation")),
+        (Answer(200, b"", cut_off=True), Judgement(
+            Verdict.FAILED, "http", "answer_cut_off",
+            "the API began to answer (HTTP 200) and the connection broke off; it has probably "
+            "acted on the request: check in the account before sending this row again (it was "
+            "not retried, so as not to engage the profile twice)")),
+        (api(429, "Too many requests", 429), Judgement(
+            Verdict.RETRY, "http", "http_429", "the API answered HTTP 429 (too many requests)")),
+        (Answer(503, b"", cut_off=True), Judgement(
+            Verdict.RETRY, "http", "http_503", "the API answered HTTP 503 (server error)")),
+        (api(401, "API token required"), Judgement(
+            Verdict.REFUSED, "api", "api_401", f"{TOKEN_REJECTED} (HTTP 200)")),
+        (api(402, "Tariff limit"), Judgement(
+            Verdict.REFUSED, "api", "api_402", f"{TARIFF_REACHED} (HTTP 200)")),
+        (Answer(403, b"<html>Forbidden</html>"), Judgement(
+            Verdict.REFUSED, "api", "api_403", f"{ACCESS_REFUSED} (HTTP 403)")),
+        (Answer(404, b"<html>Not Found</html>"), Judgement(
+            Verdict.FAILED, "http", "http_404",
+            f"the API answered HTTP 404 without its JSON result ('<html>Not Found</html>'); "
+            f"{CHECK_URL}")),
+        (Answer(200, MAINTENANCE_PAGE), Judgement(
+            Verdict.FAILED, "http", "unreadable_answer",
+            f"the API answered HTTP 200 without its JSON result ({MAINTENANCE_SHOWN!r}); "
+            f"{CHECK_ACCOUNT}")),
+        (api(440, "Profile not found"), Judgement(
+            Verdict.FAILED, "api", "api_440",
+            f"the API answered error 440 'Profile not found' (HTTP 200); {CHECK_PROFILE}")),
+        (Answer(200, b'{"error": 440, "error_text": null}'), Judgement(
+            Verdict.FAILED, "api", "api_440",
+            f"the API answered error 440 '' (HTTP 200); {CHECK_PROFILE}")),
+        # The hint for the API's error comes first, then the one for the HTTP status.
+        (api(400, "Incorrect request"), Judgement(
+            Verdict.FAILED, "api", "api_400",
+            f"the API answered error 400 'Incorrect request' (HTTP 200); {CHECK_ROW}")),
+        (api(0, "", status=400), Judgement(
+            Verdict.FAILED, "api", "api_0",
+            f"the API answered error 0 '' (HTTP 400); {CHECK_ROW}")),
+        (api(440, "Not found", status=404), Judgement(
+            Verdict.FAILED, "api", "api_440",
+            f"the API answered error 440 'Not found' (HTTP 404); {CHECK_URL}")),
+    ],
+)
+def test_judgements_say_what_happened_and_what_to_do(answer: Answer, judgement: Judgement) -> None:
+    assert judge(answer) == judgement
 
 
 def test_judgements_say_what_to_do() -> None:
@@ -80,6 +161,8 @@ def test_retry_after_in_seconds_and_as_a_date() -> None:
     assert parse_retry_after("Fri, 27 Nov 2026 12:00:30 GMT", now) == 30
     assert parse_retry_after("Fri, 27 Nov 2026 11:00:00 GMT", now) == 0  # already past
     assert parse_retry_after("-3", now) == 0
+    # A date in zone "-0000" ("unknown", RFC 5322) is taken as UTC, as HTTP dates are.
+    assert parse_retry_after("Fri, 27 Nov 2026 12:00:30 -0000", now) == 30
     assert parse_retry_after("soon", now) is None
     assert parse_retry_after(None, now) is None
 
@@ -149,6 +232,18 @@ def send_rows(
     return asyncio.run(main()), results
 
 
+UTC_MILLISECONDS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00")
+UNSENT = ("unsent", 0, None, "", "")
+"""A row the run stopped before it was sent: to send again on --resume."""
+
+
+def settled(result: Result) -> tuple[str, int, int | None, str, str]:
+    """The result without its time, once the time is checked: UTC, to the millisecond, as
+    success.csv and the journal record it."""
+    assert UTC_MILLISECONDS.fullmatch(result.completed_at), result.completed_at
+    return result.outcome, result.attempts, result.http_status, result.error, result.error_text
+
+
 def test_every_row_gets_one_result_and_the_in_flight_limit_holds() -> None:
     async def ok(_row: int, _attempt: int) -> Answer:
         await asyncio.sleep(0.001)
@@ -216,8 +311,11 @@ def test_a_rejected_token_stops_the_run_within_the_in_flight_limit(max_in_flight
                                 max_pending=4 * max_in_flight)
     assert len(fake.calls) <= max_in_flight
     assert sender.stop_reason is not None
-    assert "rejected the token" in sender.stop_reason
-    assert {r.outcome for r in results.values()} == {"unsent"}
+    assert sender.stop_reason == f"{TOKEN_REJECTED} (HTTP 200)"
+    # Rows that met the refusal keep what it said; the others never started.
+    assert Counter(settled(r) for r in results.values()) == {
+        ("unsent", 1, 200, "api_401", f"{TOKEN_REJECTED} (HTTP 200)"): len(fake.calls),
+        UNSENT: len(results) - len(fake.calls)}
     assert len(results) <= 4 * max_in_flight + 1  # the rest was never read
 
 
@@ -234,12 +332,13 @@ def test_a_stop_cancels_rows_waiting_for_a_retry_but_lets_requests_finish() -> N
     fake = FakeApi(script)
     policy = RetryPolicy(max_attempts=5, base_delay_seconds=0, max_retry_after_seconds=3600)
     sender, results = send_rows(fake, 6, max_in_flight=8, policy=policy)
-    assert "tariff limit" in (sender.stop_reason or "")
+    assert sender.stop_reason == f"{TARIFF_REACHED} (HTTP 200)"
     assert results[3].outcome == "ok"
-    assert {results[r].outcome for r in (2, 4, 5, 6, 7)} == {"unsent"}
+    assert settled(results[2]) == ("unsent", 1, 200, "api_402", f"{TARIFF_REACHED} (HTTP 200)")
+    assert {settled(results[r]) for r in (4, 5, 6, 7)} == {UNSENT}
 
 
-def test_rows_are_read_only_as_fast_as_they_finish() -> None:
+def test_rows_are_read_only_as_fast_as_they_finish(caplog: pytest.LogCaptureFixture) -> None:
     """Backpressure: the reader is never more than max_pending rows ahead of the results."""
     read = 0
     finished = 0
@@ -267,6 +366,8 @@ def test_rows_are_read_only_as_fast_as_they_finish() -> None:
     asyncio.run(main())
     assert finished == 1000
     assert most_ahead <= 33
+    # Each finished row's task is let go cleanly: nothing is left to the loop's error log.
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
 
 
 def test_an_error_in_reporting_stops_the_pool_and_is_raised() -> None:
@@ -286,6 +387,7 @@ def test_an_error_in_reporting_stops_the_pool_and_is_raised() -> None:
 
     sender = asyncio.run(main())
     assert sender.requests_started < 20
+    assert sender.stop_reason == "an unexpected error stopped the run (OSError)"
 
 
 def test_a_url_that_never_connects_stops_the_run_rather_than_failing_every_row() -> None:
@@ -297,8 +399,8 @@ def test_a_url_that_never_connects_stops_the_run_rather_than_failing_every_row()
     sender, results = send_rows(fake, 200)
     # The tenth refusal stops it; attempts already under way (at most 4) end as well.
     assert UNREACHABLE_AFTER_FAILURES <= len(fake.calls) < UNREACHABLE_AFTER_FAILURES + 4
-    assert sender.stop_reason is not None
-    assert "no request has reached the API yet: check --api-url" in sender.stop_reason
+    assert sender.stop_reason == ("cannot connect to http://x: refused; no request has "
+                                  "reached the API yet: check --api-url and the network")
     assert {r.outcome for r in results.values()} == {"unsent"}
 
 
@@ -319,10 +421,12 @@ def test_once_the_api_was_reached_refused_connections_are_retried() -> None:
 def test_every_try_is_noted_as_sending_before_it_leaves() -> None:
     """Not only the first: a retry may be acted on, so after a kill it must be uncertain."""
     events: list[tuple[str, int]] = []
+    identifiers: set[str] = set()
 
     class Journal:
         async def sending(self, row: int, identifier: str) -> None:
             events.append(("sending", row))
+            identifiers.add(identifier)
 
         def forget(self, row: int) -> None:
             events.append(("forget", row))
@@ -341,3 +445,293 @@ def test_every_try_is_noted_as_sending_before_it_leaves() -> None:
     assert asyncio.run(main()).outcome == "ok"
     assert events == [("sending", 7), ("request", 7), ("forget", 7)] * 2 + [
         ("sending", 7), ("request", 7)]
+    assert identifiers == {"user7@example.com"}  # what --resume names an uncertain row by
+
+
+def always(reply: Answer | Unanswered) -> FakeApi:
+    """An API that gives every request the same answer, or the same lack of one."""
+
+    async def script(_row: int, _attempt: int) -> Answer:
+        if isinstance(reply, Unanswered):
+            raise reply
+        return reply
+
+    return FakeApi(script)
+
+
+@pytest.mark.parametrize(
+    ("reply", "result", "stop_reason"),
+    [
+        (api(0, "Successful operation"), ("ok", 1, 200, "", "Successful operation"), None),
+        (api(440, "Profile not found"), (
+            "api", 1, 200, "api_440",
+            f"the API answered error 440 'Profile not found' (HTTP 200); {CHECK_PROFILE}"),
+         None),
+        (Answer(502, b"Bad gateway"), (
+            "http", 3, 502, "http_502",
+            "the API answered HTTP 502 (server error); gave up after 3 tries"), None),
+        (Unanswered("timeout", "no answer within --timeout 30 s", maybe_sent=True), (
+            "network", 3, None, "timeout",
+            "no answer within --timeout 30 s; gave up after 3 tries"),
+         None),
+        (api(402, "Tariff limit"), (
+            "unsent", 1, 200, "api_402", f"{TARIFF_REACHED} (HTTP 200)"),
+         f"{TARIFF_REACHED} (HTTP 200)"),
+        (Unanswered("tls_error", "the server's TLS certificate is not trusted", maybe_sent=False,
+                    fatal=True),
+         ("unsent", 1, None, "tls_error", "the server's TLS certificate is not trusted"),
+         "the server's TLS certificate is not trusted"),
+    ],
+)
+def test_each_way_a_row_ends_gives_its_whole_result(
+    reply: Answer | Unanswered, result: tuple[str, int, int | None, str, str],
+    stop_reason: str | None,
+) -> None:
+    sender, results = send_rows(always(reply), 1)
+    assert settled(results[2]) == result
+    assert sender.stop_reason == stop_reason
+
+
+def test_the_tenth_refused_connection_in_a_row_stops_the_run() -> None:
+    """Tries count as well as rows do: a lone row meets a wrong URL as surely as many."""
+    fake = always(Unanswered("connect_failed", "cannot connect to http://x: refused",
+                             maybe_sent=False))
+    policy = RetryPolicy(max_attempts=50, base_delay_seconds=0)
+    sender, results = send_rows(fake, 1, policy=policy)
+    assert fake.calls == [2] * UNREACHABLE_AFTER_FAILURES
+    assert settled(results[2]) == (
+        "unsent", UNREACHABLE_AFTER_FAILURES, None, "connect_failed",
+        "cannot connect to http://x: refused")
+    assert sender.stop_reason is not None
+
+
+def test_timeouts_are_never_taken_for_a_wrong_url() -> None:
+    """A timeout means the server was reached (or may have been): ride it out, row by row."""
+    fake = always(Unanswered("timeout", "no answer within --timeout 30 s", maybe_sent=True))
+    sender, results = send_rows(fake, 6, max_in_flight=1)
+    assert len(fake.calls) == 18 > UNREACHABLE_AFTER_FAILURES
+    assert sender.stop_reason is None
+    assert {r.outcome for r in results.values()} == {"network"}
+
+
+class Forever:
+    """Waits that never end on their own: an hour-long rate wait, a journal on a dead disk."""
+
+    def __init__(self) -> None:
+        self.waiting = 0
+
+    async def wait(self) -> None:
+        self.waiting += 1
+        await asyncio.get_running_loop().create_future()
+
+    async def sleep(self, _seconds: float) -> None:
+        await self.wait()
+
+
+@pytest.mark.parametrize("held_by", ["rate limit", "journal"])
+def test_a_stop_cancels_rows_waiting_for_the_rate_limit_or_the_journal(held_by: str) -> None:
+    forever = Forever()
+
+    class Journal:
+        async def sending(self, row: int, identifier: str) -> None:
+            if row == 3 and held_by == "journal":
+                await forever.wait()
+
+        def forget(self, row: int) -> None:
+            pass
+
+    async def refuse_once_row_3_waits(_body: bytes) -> Answer:
+        for _ in range(10):  # long enough for row 3 to get as far as it can
+            await asyncio.sleep(0)
+        return api(401, "API token required")
+
+    async def main() -> tuple[Sender, dict[int, Result]]:
+        clock = FakeClock()
+        # One start a second: row 2 starts at once, row 3 would wait for the next second.
+        rate = 1 if held_by == "rate limit" else 0
+        limiter = RateLimiter(rate, clock=clock, sleep=forever.sleep)
+        sender = Sender(refuse_once_row_3_waits, limiter=limiter, max_in_flight=4,
+                        policy=NO_WAIT, ledger=Journal())
+        results: dict[int, Result] = {}
+        await sender.send_all(((r, request(r)) for r in (2, 3)),
+                              lambda row, _req, result: results.__setitem__(row, result),
+                              max_pending=4)
+        return sender, results
+
+    sender, results = asyncio.run(main())
+    assert forever.waiting == 1  # row 3 was held there when the refusal came
+    assert settled(results[2]) == ("unsent", 1, 200, "api_401", f"{TOKEN_REJECTED} (HTTP 200)")
+    assert settled(results[3]) == UNSENT
+    assert sender.requests_started == 1
+
+
+def test_a_row_that_meets_a_stop_between_tries_ends_unsent_without_another() -> None:
+    """Its request was on the wire at the stop and was answered 503: there is no next try,
+    and it is no failure either, but a row to send on --resume."""
+    row_3_on_the_wire = asyncio.Event()
+
+    async def script(row: int, _attempt: int) -> Answer:
+        if row == 2:
+            await row_3_on_the_wire.wait()
+            return api(401, "API token required")
+        row_3_on_the_wire.set()
+        for _ in range(5):  # long enough for row 2's refusal to stop the run
+            await asyncio.sleep(0)
+        return Answer(503, b"")
+
+    fake = FakeApi(script)
+    sender, results = send_rows(fake, 2)
+    assert sender.stop_reason == f"{TOKEN_REJECTED} (HTTP 200)"
+    assert settled(results[3]) == ("unsent", 1, None, "", "")
+    assert fake.calls.count(3) == 1
+
+
+def test_a_stopped_run_does_not_wait_out_a_retry_delay() -> None:
+    """A row whose answer says "retry" after the run stopped (a rejected token) ends unsent
+    at once, rather than after its Retry-After (up to 300 s)."""
+    row_3_on_the_wire = asyncio.Event()
+
+    async def script(row: int, _attempt: int) -> Answer:
+        if row == 2:
+            await row_3_on_the_wire.wait()
+            return api(401, "API token required")
+        row_3_on_the_wire.set()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        return api(429, "Too many requests", 429, retry_after="300")
+
+    async def main() -> None:
+        sender = Sender(FakeApi(script), limiter=RateLimiter(0), max_in_flight=4,
+                        policy=RetryPolicy(base_delay_seconds=0))
+        sending = sender.send_all(((r, request(r)) for r in (2, 3)),
+                                  lambda *_: None, max_pending=4)
+        await asyncio.wait_for(sending, 0.2)  # ends in a few ms once nothing waits
+
+    asyncio.run(main())
+
+
+def test_a_stop_while_reading_is_held_back_still_waits_for_requests_on_the_wire() -> None:
+    row_3_on_the_wire = asyncio.Event()
+    row_4_reported = asyncio.Event()
+
+    async def script(row: int, _attempt: int) -> Answer:
+        if row == 2:
+            await row_3_on_the_wire.wait()
+            return api(401, "API token required")
+        row_3_on_the_wire.set()
+        await row_4_reported.wait()  # answered only after the reader has given up
+        return api(0, "Successful operation")
+
+    results: dict[int, Result] = {}
+
+    def done(row: int, _req: Request, result: Result) -> None:
+        results[row] = result
+        if row == 4:
+            row_4_reported.set()
+
+    async def main() -> None:
+        sender = Sender(FakeApi(script), limiter=RateLimiter(0), max_in_flight=4,
+                        policy=NO_WAIT)
+        # Two rows alive at once: row 4 is read only when row 2 is done, after the stop.
+        await sender.send_all(((r, request(r)) for r in range(2, 100)), done, max_pending=2)
+
+    asyncio.run(main())
+    assert sorted(results) == [2, 3, 4]
+    assert settled(results[3]) == ("ok", 1, 200, "", "Successful operation")
+    assert settled(results[4]) == UNSENT
+
+
+def test_an_abort_cuts_off_requests_on_the_wire_and_their_rows_end_uncertain() -> None:
+    async def no_answer(_row: int, _attempt: int) -> Answer:
+        await asyncio.get_running_loop().create_future()
+        raise AssertionError("unreachable")
+
+    fake = FakeApi(no_answer)
+    results: dict[int, Result] = {}
+    on_the_wire: list[int] = []
+
+    async def main() -> Sender:
+        sender = Sender(fake, limiter=RateLimiter(0), max_in_flight=2, policy=NO_WAIT)
+
+        async def abort_once_both_are_on_the_wire() -> None:
+            for _ in range(10):
+                await asyncio.sleep(0)
+            on_the_wire.append(fake.in_flight)
+            sender.abort("interrupted (Ctrl-C)")
+
+        interrupting = asyncio.create_task(abort_once_both_are_on_the_wire())
+        await sender.send_all(((r, request(r)) for r in range(2, 6)),
+                              lambda row, _req, result: results.__setitem__(row, result),
+                              max_pending=8)
+        await interrupting
+        return sender
+
+    sender = asyncio.run(main())
+    assert on_the_wire == [2]
+    assert sender.stop_reason == "interrupted (Ctrl-C)"
+    assert settled(results[2]) == settled(results[3]) == (
+        "uncertain", 1, None, "uncertain",
+        "the run was stopped while this row's request was on its way; it may or may not have "
+        "engaged the profile: check in the account before sending it again")
+    assert {settled(results[r]) for r in (4, 5)} == {UNSENT}
+
+
+def test_an_abort_leaves_alone_a_task_whose_request_is_done() -> None:
+    """Only requests still on the wire are cut off: the task that sent a row goes on."""
+
+    async def main() -> Result:
+        sender = Sender(always(api(0, "Successful operation")), limiter=RateLimiter(0),
+                        max_in_flight=1, policy=NO_WAIT)
+        result = await sender.send(request(2))
+        sender.abort("interrupted (SIGTERM)")
+        await asyncio.sleep(0)  # where a cancel aimed at this task would land
+        return result
+
+    assert settled(asyncio.run(main())) == ("ok", 1, 200, "", "Successful operation")
+
+
+@dataclass(frozen=True)
+class RecordingPolicy(RetryPolicy):
+    """Records what each wait was based on, and waits no time at all."""
+
+    asked: list[tuple[int, float | None, random.Random]] = field(default_factory=list)
+
+    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
+        self.asked.append((attempt, retry_after, rng))
+        return 0.0
+
+
+def test_retry_after_sets_the_wait_and_only_429s_slow_the_run_down() -> None:
+    in_an_hour = email.utils.format_datetime(datetime.now(UTC) + timedelta(hours=1), usegmt=True)
+    replies: list[Answer | Unanswered] = [
+        api(503, "Service unavailable", 503, retry_after="7"),
+        api(429, "Too many requests", 429, retry_after=in_an_hour),
+        Unanswered("timeout", "no answer within --timeout 30 s", maybe_sent=True),
+        api(0, "Successful operation"),
+    ]
+    clock = FakeClock()
+    limiter = RateLimiter(100, clock=clock, sleep=clock.sleep)
+    rates: list[float] = []
+
+    async def transport(_body: bytes) -> Answer:
+        rates.append(limiter.current_per_second)
+        reply = replies[len(rates) - 1]
+        if isinstance(reply, Unanswered):
+            raise reply
+        return reply
+
+    policy = RecordingPolicy(max_attempts=5)
+    rng = random.Random(0)
+
+    async def main() -> Result:
+        sender = Sender(transport, limiter=limiter, max_in_flight=1, policy=policy, rng=rng)
+        return await sender.send(request(2))
+
+    assert settled(asyncio.run(main()))[:2] == ("ok", 4)
+    assert rates == [100, 100, 50, 50]  # the 503 left the rate alone; the 429 halved it
+    (first, seconds, rng_1), (second, date, rng_2), (third, none, rng_3) = policy.asked
+    assert (first, seconds, second, third, none) == (1, 7.0, 2, 3, None)
+    assert date is not None
+    assert 3590 < date <= 3600
+    # The jitter comes from the rng the sender was given: seeded, a run's waits repeat.
+    assert rng_1 is rng_2 is rng_3 is rng

@@ -42,7 +42,7 @@ mutate: $(VENV)/.installed-dev
 	rm -rf mutants
 	@start=$$(date +%s); \
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mutmut run --max-children $$(nproc) || exit $$?; \
-	$(BIN)/python tests/mutation/report.py $$(( $$(date +%s) - start )) > docs/mutation.md
+	mkdir -p docs; $(BIN)/python tests/mutation/report.py $$(( $$(date +%s) - start )) > docs/mutation.md
 	@grep -m1 'mutation score' docs/mutation.md
 
 # Rebuild tests/golden/workbooks/*.xlsx and, with LibreOffice on the PATH, their golden CSVs

@@ -476,6 +476,9 @@ def test_a_stray_quote_in_utf16_text_is_refused_too(tmp_path: Path) -> None:
         (["a@b.co,x,y\n"] * 3 + ["note,x,y\n"] * 6, ",", {0: "email"}),
         (["a@b.co,x,y\n"] * 3 + ["note,x,y\n"] * 7, ",", {}),
         (["a@b.co,x,y\n"] * 2 + ["note,x,y\n"] * 4, ",", {}),
+        # Fewer than three emails count only as more than half of the filled cells.
+        (["a@b.co,x,y\n"] * 2 + ["note,x,y\n"], ",", {0: "email"}),
+        (["a@b.co,x,y\n"] * 2 + ["note,x,y\n"] * 2, ",", {}),
         # A column mostly blank says nothing, and does not stop the columns after it.
         ([",a@b.co,Ann\n", ",c@d.co,Bob\n", "x,e@f.co,Olga\n"], ",", {1: "email"}),
         # Only rows as wide as the header teach, wherever the others are, split on the
@@ -492,6 +495,19 @@ def test_columns_whose_cells_mostly_share_a_shape_tell_rows_apart(
     lines: list[str], delimiter: str, telling: dict[int, str]
 ) -> None:
     assert _Shapes(lines, delimiter, width=3).telling == telling
+
+
+def test_the_start_of_a_row_cut_off_by_a_quote_is_told_by_its_email() -> None:
+    """Where the cut row has the right number of cells (not sure), only an email where
+    emails go tells a row; a number starts many a line of text (12345, Springfield)."""
+    shapes = _Shapes(["a@b.co,10,Ann\n", "c@d.co,20,Bob\n", "e@f.co,30,Olga\n"], ",", width=3)
+    assert shapes.starts_row("g@h.co,cut off", sure=False)
+    assert shapes.starts_row("g@h.co,40,cut off", sure=False)
+    assert not shapes.starts_row("12345,40,Springfield", sure=False)
+    # A row with the wrong number of cells is sure to be cut: its numbers count too.
+    assert shapes.starts_row(",40,cut off", sure=True)
+    assert not shapes.starts_row(",40,cut off", sure=False)
+    assert not shapes.starts_row("g@h.co", sure=False)  # one cell: no row starts here
 
 
 # --- encodings --------------------------------------------------------------------------------

@@ -600,14 +600,21 @@ def test_a_stopped_run_does_not_wait_out_a_retry_delay() -> None:
             await asyncio.sleep(0)
         return api(429, "Too many requests", 429, retry_after="300")
 
-    async def main() -> None:
+    results: dict[int, Result] = {}
+
+    async def main() -> Sender:
         sender = Sender(FakeApi(script), limiter=RateLimiter(0), max_in_flight=4,
                         policy=RetryPolicy(base_delay_seconds=0))
         sending = sender.send_all(((r, request(r)) for r in (2, 3)),
-                                  lambda *_: None, max_pending=4)
+                                  lambda row, _, result: results.update({row: result}),
+                                  max_pending=4)
         await asyncio.wait_for(sending, 0.2)  # ends in a few ms once nothing waits
+        return sender
 
-    asyncio.run(main())
+    sender = asyncio.run(main())
+    # Its answer said "not now", so it was not acted on: resume sends it.
+    assert settled(results[3]) == ("unsent", 1, None, "", "")
+    assert not sender.retries
 
 
 def test_a_stop_while_reading_is_held_back_still_waits_for_requests_on_the_wire() -> None:

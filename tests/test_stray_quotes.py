@@ -223,3 +223,17 @@ def test_lines_count_excels_sep_line(tmp_path: Path) -> None:
     with pytest.raises(InputFileError, match=r"^line 4 of in\.csv, column 'content\.a'"):
         list(table.records())
     table.close()
+
+
+def test_a_quote_that_swallows_several_lines_is_judged_by_the_last_one(tmp_path: Path) -> None:
+    """The lines in between may be any text; the line where the quote closed is the start of
+    a row (an email where emails go), cut off there."""
+    path = tmp_path / "in.csv"
+    path.write_text('email,note,n\n"a@b.co,one\ntwo\nc@d.co,th"ree,z\n'
+                    "e@f.co,x,1\ng@h.co,y,2\ni@j.co,z,3\n", "utf-8")
+    table = open_table(path)
+    with pytest.raises(InputFileError, match=(
+            r"^line 2 of in\.csv, column 'email': a quote \(\"\) opens this cell and closes "
+            r"only after what reads as rows of the file, so those \(2 more lines\)")):
+        list(table.records())
+    table.close()

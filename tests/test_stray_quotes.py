@@ -237,3 +237,13 @@ def test_a_quote_that_swallows_several_lines_is_judged_by_the_last_one(tmp_path:
             r"only after what reads as rows of the file, so those \(2 more lines\)")):
         list(table.records())
     table.close()
+
+
+def test_a_quote_left_open_after_a_multi_line_cell_names_its_own_line(tmp_path: Path) -> None:
+    """The genuine two-line cell before it moves the open quote one line down."""
+    path = tmp_path / "in.csv"
+    path.write_text('email,note,n\na@b.co,"two\nlines","x\nc@d.co,y,1\ne@f.co,z,2\n', "utf-8")
+    table = open_table(path)
+    with pytest.raises(InputFileError, match=r"^line 3 of in\.csv, column 'n': a quote"):
+        list(table.records())
+    table.close()

@@ -386,7 +386,7 @@ class Sender:
                               failure.completed_at)
             if self.stop_reason is not None:
                 # The run stopped while this try was on the wire: no wait for a retry that
-                # will never be made. Its answer said "not now", so resume sends it again.
+                # will never be made here. --resume makes that retry instead.
                 return Result("unsent", attempt, None, "", "", timestamp())
             self.retries[reason] += 1
             self.retries_unanswered += unanswered

@@ -15,6 +15,7 @@ ROWS = 20_000
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # 20,000 rows at the mock's 200 a second take about 2.5 minutes
 def test_twenty_thousand_rows_against_faults_and_a_rate_limit(
     invoke: CliRun, tmp_path: Path
 ) -> None:

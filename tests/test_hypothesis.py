@@ -36,6 +36,7 @@ from batch_engage.sender import (
     RetryPolicy,
     Sender,
     Verdict,
+    _api_fields,
     judge,
     parse_retry_after,
 )
@@ -209,25 +210,14 @@ answers = st.builds(Answer, st.integers(100, 599), api_bodies,
                     st.none() | st.text(max_size=40), st.booleans())
 
 
-def api_error(body: bytes) -> int | None:
-    """The body's ``error`` when it is the API's JSON object with an integer there."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    if not isinstance(data, dict):
-        return None
-    error = data.get("error")
-    return error if isinstance(error, int) and not isinstance(error, bool) else None
-
-
 def expected_verdict(answer: Answer) -> Verdict:
     """SPEC's rules for an answer, in the order they apply."""
     if answer.status in (429, 500, 502, 503, 504):
         return Verdict.RETRY  # "not now", even when the line broke
     if answer.cut_off:
         return Verdict.FAILED  # it had begun to answer, so it may have acted
-    error = api_error(answer.body)
+    fields = _api_fields(answer.body)
+    error = None if fields is None else fields[0]
     if error in (401, 402, 403) or answer.status in (401, 403):
         return Verdict.REFUSED
     if error == 0 and 200 <= answer.status < 300:

@@ -565,9 +565,9 @@ def test_a_stop_cancels_rows_waiting_for_the_rate_limit_or_the_journal(held_by: 
     assert sender.requests_started == 1
 
 
-def test_a_row_that_meets_a_stop_between_tries_ends_unsent_without_another() -> None:
-    """Its request was on the wire at the stop and was answered 503: there is no next try,
-    and it is no failure either, but a row to send on --resume."""
+def refused_while_row_3_is_on_the_wire(answer: Answer) -> Script:
+    """Row 2's token is refused while row 3's request is on the wire; row 3 then gets
+    ``answer``."""
     row_3_on_the_wire = asyncio.Event()
 
     async def script(row: int, _attempt: int) -> Answer:
@@ -577,9 +577,15 @@ def test_a_row_that_meets_a_stop_between_tries_ends_unsent_without_another() -> 
         row_3_on_the_wire.set()
         for _ in range(5):  # long enough for row 2's refusal to stop the run
             await asyncio.sleep(0)
-        return Answer(503, b"")
+        return answer
 
-    fake = FakeApi(script)
+    return script
+
+
+def test_a_row_that_meets_a_stop_between_tries_ends_unsent_without_another() -> None:
+    """Its request was on the wire at the stop and was answered 503: there is no next try,
+    and it is no failure either, but a row to send on --resume."""
+    fake = FakeApi(refused_while_row_3_is_on_the_wire(Answer(503, b"")))
     sender, results = send_rows(fake, 2)
     assert sender.stop_reason == f"{TOKEN_REJECTED} (HTTP 200)"
     assert settled(results[3]) == ("unsent", 1, None, "", "")
@@ -589,17 +595,8 @@ def test_a_row_that_meets_a_stop_between_tries_ends_unsent_without_another() -> 
 def test_a_stopped_run_does_not_wait_out_a_retry_delay() -> None:
     """A row whose answer says "retry" after the run stopped (a rejected token) ends unsent
     at once, rather than after its Retry-After (up to 300 s)."""
-    row_3_on_the_wire = asyncio.Event()
-
-    async def script(row: int, _attempt: int) -> Answer:
-        if row == 2:
-            await row_3_on_the_wire.wait()
-            return api(401, "API token required")
-        row_3_on_the_wire.set()
-        for _ in range(5):
-            await asyncio.sleep(0)
-        return api(429, "Too many requests", 429, retry_after="300")
-
+    script = refused_while_row_3_is_on_the_wire(
+        api(429, "Too many requests", 429, retry_after="300"))
     results: dict[int, Result] = {}
 
     async def main() -> Sender:

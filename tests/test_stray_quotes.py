@@ -219,10 +219,7 @@ def test_lines_count_excels_sep_line(tmp_path: Path) -> None:
     """Rows are numbered as Excel shows them (no row for ``sep=;``), lines as an editor does."""
     path = tmp_path / "in.csv"
     path.write_text('sep=;\nemail;content.a\na@b.co;1\nc@d.co;"open\ne@f.co;3\n', "utf-8")
-    table = open_table(path)
-    with pytest.raises(InputFileError, match=r"^line 4 of in\.csv, column 'content\.a'"):
-        list(table.records())
-    table.close()
+    assert re.search(r"^line 4 of in\.csv, column 'content\.a'", refusal(path))
 
 
 def test_a_quote_that_swallows_several_lines_is_judged_by_the_last_one(tmp_path: Path) -> None:
@@ -231,19 +228,24 @@ def test_a_quote_that_swallows_several_lines_is_judged_by_the_last_one(tmp_path:
     path = tmp_path / "in.csv"
     path.write_text('email,note,n\n"a@b.co,one\ntwo\nc@d.co,th"ree,z\n'
                     "e@f.co,x,1\ng@h.co,y,2\ni@j.co,z,3\n", "utf-8")
-    table = open_table(path)
-    with pytest.raises(InputFileError, match=(
-            r"^line 2 of in\.csv, column 'email': a quote \(\"\) opens this cell and closes "
-            r"only after what reads as rows of the file, so those \(2 more lines\)")):
-        list(table.records())
-    table.close()
+    assert re.search(
+        r"^line 2 of in\.csv, column 'email': a quote \(\"\) opens this cell and closes "
+        r"only after what reads as rows of the file, so those \(2 more lines\)", refusal(path))
 
 
 def test_a_quote_left_open_after_a_multi_line_cell_names_its_own_line(tmp_path: Path) -> None:
     """The genuine two-line cell before it moves the open quote one line down."""
     path = tmp_path / "in.csv"
     path.write_text('email,note,n\na@b.co,"two\nlines","x\nc@d.co,y,1\ne@f.co,z,2\n', "utf-8")
+    assert re.search(r"^line 3 of in\.csv, column 'n': a quote", refusal(path))
+
+
+def refusal(path: Path) -> str:
+    """The message reading ``path`` ends with."""
     table = open_table(path)
-    with pytest.raises(InputFileError, match=r"^line 3 of in\.csv, column 'n': a quote"):
-        list(table.records())
-    table.close()
+    try:
+        with pytest.raises(InputFileError) as caught:
+            list(table.records())
+    finally:
+        table.close()
+    return str(caught.value)

@@ -14,9 +14,10 @@ except PackageNotFoundError:  # running from a source tree that was not installe
     __version__ = "0.0.0"
 
 from .errors import BatchEngageError, InputFileError, UsageError
-from .job import run
+from .job import RunControl, run, run_async
 from .mapper import Mapper, Request, RowError
 from .options import Matching, RunOptions, Secret, load_config
+from .progress import ProgressEvent
 from .reader import Record, open_table
 from .reporter import Summary
 from .status import ExitStatus
@@ -27,9 +28,11 @@ __all__ = [
     "InputFileError",
     "Mapper",
     "Matching",
+    "ProgressEvent",
     "Record",
     "Request",
     "RowError",
+    "RunControl",
     "RunOptions",
     "Secret",
     "Summary",
@@ -38,4 +41,5 @@ __all__ = [
     "load_config",
     "open_table",
     "run",
+    "run_async",
 ]

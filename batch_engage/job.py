@@ -22,17 +22,19 @@ from .journal import (
     LOCK_NAME,
     SENDING,
     UNCERTAIN,
+    Engaged,
     Fingerprint,
     Journal,
     RowState,
     RunLock,
     check_options,
+    engaged_by,
     stored_options,
 )
 from .limiter import RateLimiter
 from .mapper import IDENTIFIER_COLUMN, Mapper, Request, RowError
 from .options import RunOptions
-from .progress import Progress
+from .progress import Listener, Progress, ProgressBar
 from .reader import Record, Table, open_table
 from .reporter import FailedReport, RequestsLog, SkippedReport, SuccessReport, Summary
 from .sender import Result, RetryPolicy, Sender, Transport, aiohttp_transport, timestamp
@@ -41,6 +43,7 @@ DRY_RUN_TOKEN = "***"
 HIDDEN_IN_SHEET = "hidden_in_sheet"
 HIDDEN_DETAIL = ("hidden in the sheet (by a filter or by hand); unhide it, or run with "
                  "--include-hidden-rows")
+ALREADY_ENGAGED = "already_engaged"
 # summary.json is rewritten this often during a run, so a crash leaves a recent one.
 SUMMARY_EVERY_SECONDS = 2.0
 
@@ -127,7 +130,7 @@ class _Run:
                          error: RowError) -> None:
         failed.add(record, error.stage, error.error, error.text, 0)
         self.summary.add_failure(error.stage, error.error, error.text)
-        progress.row_done(ok=False)
+        progress.row_done(ok=False, error=error.error, text=error.text)
 
     def finish(self) -> Summary:
         hidden = self.summary.skipped[HIDDEN_IN_SHEET]
@@ -141,12 +144,14 @@ class _Run:
         return self.summary
 
 
-def _progress(options: RunOptions, table: Table) -> Progress:
-    enabled = Progress.wanted(options.quiet)
-    return Progress(table.estimate_rows() if enabled else None, enabled=enabled)
+def _listeners(options: RunOptions, on_progress: Listener | None) -> list[Listener]:
+    listeners: list[Listener] = [ProgressBar()] if ProgressBar.wanted(options.quiet) else []
+    if on_progress is not None:
+        listeners.append(on_progress)
+    return listeners
 
 
-def _dry_run(job: _Run, table: Table) -> Summary:
+def _dry_run(job: _Run, table: Table, progress: Progress) -> Summary:
     mapper = Mapper(table.headers, job.options, DRY_RUN_TOKEN, job.warn)
     records = table.records()
     first = job.first_data_row(records)
@@ -154,7 +159,6 @@ def _dry_run(job: _Run, table: Table) -> Summary:
             FailedReport(job.out / "failed.csv", table.headers) as failed, \
             SkippedReport(job.out / "skipped.csv", table.headers) as skipped, \
             closing(RequestsLog(job.out / "requests.jsonl")) as requests:
-        progress = _progress(job.options, table)
         for record, result in job.mapped(chain([first], records), mapper, skipped, progress):
             if isinstance(result, Request):
                 requests.add(result.row, result.body)
@@ -190,19 +194,82 @@ def _uncertain(known: RowState) -> RowState:
         "--resend-uncertain to --resume", timestamp())
 
 
+class RunControl:
+    """A handle that stops a run as Ctrl-C does: start nothing more, let the requests on
+    the wire finish (for at most --timeout seconds), then cut them off.
+
+    Made before the run starts, so a stop can come at any time; ``stop`` is called from the
+    run's own event loop (a signal handler, a web request on the same loop).
+    """
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self._sender: Sender | None = None
+        self._timeout_seconds = 0.0
+        self._abort: asyncio.TimerHandle | None = None
+        self._progress: Progress | None = None
+
+    def stop(self, reason: str) -> None:
+        if self.reason is not None:
+            if self._sender is not None:  # asked twice: cut the requests off now
+                self._sender.abort(self.reason)
+            return
+        self.reason = reason
+        if self._progress is not None:
+            self._progress.stopping = reason
+        if self._sender is not None:
+            self._stop_sender(self._sender)
+
+    def _stop_sender(self, sender: Sender) -> None:
+        assert self.reason is not None
+        sender.stop(self.reason)
+        self._abort = asyncio.get_running_loop().call_later(
+            self._timeout_seconds, sender.abort, self.reason)
+
+    @contextmanager
+    def attached(self, sender: Sender, timeout_seconds: float, progress: Progress
+                 ) -> Iterator[None]:
+        self._sender, self._timeout_seconds, self._progress = sender, timeout_seconds, progress
+        if self.reason is not None:  # stopped before sending began
+            progress.stopping = self.reason
+            self._stop_sender(sender)
+        try:
+            yield
+        finally:
+            if self._abort is not None:
+                self._abort.cancel()
+            self._sender = self._progress = None
+
+
+async def _heartbeat(progress: Progress) -> None:
+    """Progress events while no row finishes (a long Retry-After): the time left moves."""
+    while True:
+        await asyncio.sleep(1.0)
+        progress.tick()
+
+
+def _engaged_before(options: RunOptions) -> dict[str, Engaged]:
+    engaged: dict[str, Engaged] = {}
+    for out in options.engaged_in:
+        engaged.update(engaged_by(out, options.workflow_id))
+    return engaged
+
+
 async def _send(
-    job: _Run, table: Table, transport: Transport | None, handle_signals: bool
+    job: _Run, table: Table, transport: Transport | None, control: RunControl,
+    progress: Progress,
 ) -> Summary:
     options = job.options
     assert options.token is not None
     assert options.api_url is not None
     if options.resume:  # before the file is judged by options the run may not have had
         check_options(stored_options(job.out), options.fixed())
-    fingerprint = Fingerprint.of(options.input)
+    fingerprint = await asyncio.to_thread(Fingerprint.of, options.input)
     mapper = Mapper(table.headers, options, options.token.reveal(), job.warn)
     records = table.records()
     first = job.first_data_row(records)
     summary = job.summary
+    engaged = _engaged_before(options)
     async with AsyncExitStack() as stack:
         stack.enter_context(_claim_out(job.out, resume=options.resume))
         journal = Journal(job.out / JOURNAL_NAME)
@@ -215,7 +282,6 @@ async def _send(
             summary.started_at = journal.meta("started_at")  # reports read as one run
         else:
             journal.begin(fingerprint, options.fixed(), summary.started_at)
-        progress = _progress(options, table)
         failed = stack.enter_context(FailedReport(job.out / "failed.csv", table.headers))
         skipped = stack.enter_context(SkippedReport(job.out / "skipped.csv", table.headers))
         success = stack.enter_context(SuccessReport(
@@ -245,31 +311,71 @@ async def _send(
             else:
                 failed.add(record, state.state, state.error, state.error_text, state.attempts)
                 summary.add_failure(state.state, state.error, state.error_text)
-                progress.row_done(ok=False)
+                progress.row_done(ok=False, error=state.error, text=state.error_text)
             if time.monotonic() - last_write >= SUMMARY_EVERY_SECONDS:
                 last_write = time.monotonic()
                 summary.write(job.out / "summary.json")
 
+        def earlier_run(record: Record, request: Request) -> bool:
+            """Report a row that an earlier run (a test send) engaged, or may have."""
+            before = engaged.get(request.identifier)
+            if before is None:
+                return False
+            if before.state == "ok":
+                skipped.add(record, ALREADY_ENGAGED,
+                            f"engaged by the run {before.run.name} at {before.completed_at}")
+                summary.skipped[ALREADY_ENGAGED] += 1
+                progress.row_skipped()
+            else:
+                job.report_row_error(failed, record, progress, RowError(
+                    record.number, UNCERTAIN, UNCERTAIN,
+                    f"the run {before.run.name} was stopped while this row's request was on "
+                    "its way; it may or may not have engaged the profile: check in the "
+                    "account, then send it from failed.csv"))
+            return True
+
+        past_limit: list[Record] = []
+
         def to_send() -> Iterator[tuple[Record, Request]]:
             """The rows still to send; the rest are reported on the way."""
+            taken = 0  # valid rows, for a test send's limit
             for record, result in job.mapped(chain([first], records), mapper, skipped,
                                              progress):
                 state = known.get(record.number) if known is not None else None
                 if state is None:
                     if isinstance(result, Request):
+                        if earlier_run(record, result):
+                            continue
+                        if taken == options.row_limit:
+                            summary.rows -= 1  # counted again with the rows left
+                            past_limit.append(record)
+                            return
+                        taken += 1
                         yield record, result
                     else:
                         job.report_row_error(failed, record, progress, result)
                 elif state.state in DONE or (state.state in (SENDING, UNCERTAIN)
                                              and not options.resend_uncertain):
+                    taken += 1
                     if state.state == SENDING:
                         state = _uncertain(state)
                         journal.record(state)
                     report(record, state)
                 elif isinstance(result, Request):
+                    taken += 1
                     yield record, result
                 else:  # an uncertain row to resend that no longer maps (a file is gone)
                     job.report_row_error(failed, record, progress, result)
+
+        def leave_unsent(rest: Iterator[Record]) -> None:
+            """Rows not sent: never read (the run stopped) or past a test send's limit."""
+            for record in rest:
+                if _is_blank(record):
+                    summary.blank += 1
+                    continue
+                summary.rows += 1
+                if not job.skip_hidden(record, skipped):
+                    summary.outcomes["unsent"] += 1
 
         def on_result(record: Record, request: Request, result: Result) -> None:
             if result.outcome == "unsent":
@@ -284,11 +390,14 @@ async def _send(
 
         await journal.start()
         started = time.monotonic()
+        progress.count_requests(lambda: (sender.requests_started, sum(sender.retries.values())))
+        heartbeat = asyncio.create_task(_heartbeat(progress))
         try:
-            with _interruptible(sender, options.timeout_seconds, handle_signals):
+            with control.attached(sender, options.timeout_seconds, progress):
                 await sender.send_all(to_send(), on_result,
                                       max_pending=4 * options.max_in_flight)
         finally:
+            heartbeat.cancel()
             await journal.stop()
             summary.sending_seconds = time.monotonic() - started
             summary.pass_requests = sender.requests_started
@@ -298,41 +407,25 @@ async def _send(
             summary.requests_sent = journal.meta("requests_sent")
             summary.retries = Counter(journal.meta("retries"))
             summary.retries_unanswered = journal.meta("retries_unanswered")
-        if sender.stop_reason is not None:
+        if sender.stop_reason is not None or past_limit:
             # Rows never read are still to be sent, like those that met the refusal.
             # (itertools.chain, unlike a generator, leaves ``records`` open for this.)
-            for record in records:
-                if _is_blank(record):
-                    summary.blank += 1
-                    continue
-                summary.rows += 1
-                if not job.skip_hidden(record, skipped):
-                    summary.outcomes["unsent"] += 1
+            # Counting them reads the rest of the file: off the loop, which may be serving
+            # a web page.
+            await asyncio.to_thread(leave_unsent, chain(past_limit, records))
+        if options.row_limit is not None:
+            summary.row_limit = options.row_limit
     progress.close(finished=sender.stop_reason is None)
     return job.finish()
 
 
 @contextmanager
-def _interruptible(sender: Sender, timeout_seconds: float, enabled: bool) -> Iterator[None]:
+def _interruptible(control: RunControl) -> Iterator[None]:
     """Ctrl-C or SIGTERM: start nothing more and let requests on the wire finish (for at
     most --timeout seconds). A second one cuts them off: their rows end ``uncertain``."""
-    if not enabled:
-        yield
-        return
     loop = asyncio.get_running_loop()
-    received = 0
-
-    def interrupted(name: str) -> None:
-        nonlocal received
-        received += 1
-        if received == 1:
-            sender.stop(f"interrupted ({name})")
-            loop.call_later(timeout_seconds, sender.abort, f"interrupted ({name})")
-        else:
-            sender.abort(f"interrupted ({name})")
-
     for signum, name in ((signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")):
-        loop.add_signal_handler(signum, interrupted, name)
+        loop.add_signal_handler(signum, control.stop, f"interrupted ({name})")
     try:
         yield
     finally:
@@ -340,29 +433,62 @@ def _interruptible(sender: Sender, timeout_seconds: float, enabled: bool) -> Ite
             loop.remove_signal_handler(signum)
 
 
+def _open(options: RunOptions) -> Table:
+    return open_table(options.input, encoding=options.encoding, delimiter=options.delimiter,
+                      sheet=options.sheet)
+
+
 def run(options: RunOptions, *, on_warning: Callable[[str], None] | None = None,
-        transport: Transport | None = None, handle_signals: bool = False) -> Summary:
+        transport: Transport | None = None, handle_signals: bool = False,
+        on_progress: Listener | None = None, control: RunControl | None = None) -> Summary:
     """Run one job and return its summary. Raises UsageError or InputFileError (nothing sent).
 
     Never prints (but for the progress bar) and never exits the process; warnings go to
-    ``on_warning``. ``transport`` replaces the HTTP client, for tests. ``handle_signals``
-    (the CLI's choice, not a library's) makes Ctrl-C and SIGTERM stop the run gracefully.
-    Inside a running event loop (a notebook) the run gets a loop of its own in a worker
-    thread.
+    ``on_warning``, progress events to ``on_progress`` (a few a second). ``control`` can stop
+    the run as Ctrl-C does. ``transport`` replaces the HTTP client, for tests.
+    ``handle_signals`` (the CLI's choice, not a library's) makes Ctrl-C and SIGTERM stop the
+    run gracefully. Inside a running event loop (a notebook) the run gets a loop of its own
+    in a worker thread; an async caller wants ``run_async``.
     """
-    table = open_table(
-        options.input, encoding=options.encoding, delimiter=options.delimiter,
-        sheet=options.sheet,
-    )
-    with closing(table):
+    with closing(_open(options)) as table:
         job = _Run(options, on_warning)
         job.summary.input_format = table.description
+        listeners = _listeners(options, on_progress)
+        progress = Progress(table.estimate_rows() if listeners else None, listeners)
         if options.dry_run:
-            return _dry_run(job, table)
+            return _dry_run(job, table, progress)
+        control = control or RunControl()
+
+        async def send(signals: bool) -> Summary:
+            if not signals:
+                return await _send(job, table, transport, control, progress)
+            with _interruptible(control):
+                return await _send(job, table, transport, control, progress)
+
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(_send(job, table, transport, handle_signals))
+            return asyncio.run(send(handle_signals))
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             # Signal handlers belong to the main thread: none in this one.
-            return pool.submit(asyncio.run, _send(job, table, transport, False)).result()
+            return pool.submit(asyncio.run, send(False)).result()
+
+
+async def run_async(options: RunOptions, *, on_warning: Callable[[str], None] | None = None,
+                    transport: Transport | None = None, on_progress: Listener | None = None,
+                    control: RunControl | None = None) -> Summary:
+    """``run`` on the caller's event loop (a web server's): sending shares the loop, while
+    opening the file, counting its rows and a dry run go to a worker thread, so the loop
+    is never blocked for long."""
+    table = await asyncio.to_thread(_open, options)
+    try:
+        job = _Run(options, on_warning)
+        job.summary.input_format = table.description
+        listeners = _listeners(options, on_progress)
+        total = await asyncio.to_thread(table.estimate_rows) if listeners else None
+        progress = Progress(total, listeners)
+        if options.dry_run:
+            return await asyncio.to_thread(_dry_run, job, table, progress)
+        return await _send(job, table, transport, control or RunControl(), progress)
+    finally:
+        table.close()

@@ -158,6 +158,33 @@ def stored_options(out: Path) -> dict[str, Any]:
     return dict(json.loads(found[0]))
 
 
+@dataclass(frozen=True, slots=True)
+class Engaged:
+    """What an earlier run did with one identifier (a test send, before the full send)."""
+
+    run: Path
+    state: str
+    """``ok``, or ``sending``/``uncertain``: its request was on its way, outcome unknown."""
+    completed_at: str
+
+
+def engaged_by(out: Path, workflow_id: int | None) -> dict[str, Engaged]:
+    """The identifiers the run in ``out`` engaged (or may have) for ``workflow_id``.
+
+    Another workflow's engagements do not count: the same profile may be engaged in each.
+    """
+    if stored_options(out).get("workflow_id") != workflow_id:
+        return {}
+    reader = _read_only(out / JOURNAL_NAME)
+    try:
+        return {identifier: Engaged(out, state, completed_at)
+                for identifier, state, completed_at in reader.execute(
+                    "SELECT identifier, state, completed_at FROM rows "
+                    "WHERE state IN ('ok', ?, ?)", (SENDING, UNCERTAIN))}
+    finally:
+        reader.close()
+
+
 class Journal:
     """The database, and the group committer that makes writes durable in batches."""
 

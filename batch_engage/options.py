@@ -80,6 +80,11 @@ class RunOptions:
     """Continue the run in ``out``: finished rows are not sent again."""
     resend_uncertain: bool = False
     """With ``resume``: also send rows whose request was on its way when the run was killed."""
+    row_limit: int | None = None
+    """Send only the first N valid rows (a test send); the rest are left unsent."""
+    engaged_in: tuple[Path, ...] = ()
+    """Run folders (a test send) whose engaged profiles are not sent again: those rows go to
+    skipped.csv as ``already_engaged``."""
 
     def __post_init__(self) -> None:
         if self.workflow_id is None:
@@ -96,6 +101,8 @@ class RunOptions:
         if not math.isfinite(self.rate_per_second) or self.rate_per_second < 0:
             raise UsageError(f"--rate {self.rate_per_second} is not a number of requests a "
                              "second; give e.g. --rate 10, or --rate 0 for no limit")
+        if self.row_limit is not None and self.row_limit < 1:
+            raise UsageError(f"a test send needs at least 1 row, not {self.row_limit}")
         if self.resume and (self.out is None or self.dry_run):
             raise UsageError("--resume needs --out, the run folder to continue, and no --dry-run")
         if not self.dry_run:
@@ -134,6 +141,7 @@ class RunOptions:
             "columns": self.columns,
             "allow_duplicates": self.allow_duplicates,
             "include_hidden_rows": self.include_hidden_rows,
+            "engaged_in": [str(p.absolute()) for p in self.engaged_in],
         }
 
     def public(self) -> dict[str, Any]:
@@ -153,6 +161,7 @@ class RunOptions:
             "verify_tls": self.verify_tls,
             "resume": self.resume,
             "resend_uncertain": self.resend_uncertain,
+            "row_limit": self.row_limit,
         }
 
 

@@ -138,6 +138,8 @@ class Summary:
     """Retries of requests that got no answer, which the API may have acted on."""
     stopped: str | None = None
     """Why the run stopped before every row was sent (a rejected token...)."""
+    row_limit: int | None = None
+    """A test send's limit: only the first N valid rows were sent, the rest are unsent."""
 
     def add_failure(self, stage: str, error: str, text: str) -> None:
         self.outcomes[stage] += 1
@@ -177,6 +179,7 @@ class Summary:
             "retries": dict(self.retries.most_common()),
             "retries_unanswered": self.retries_unanswered,
             "stopped": self.stopped,
+            "row_limit": self.row_limit,
             "warnings": self.warnings,
         }
 

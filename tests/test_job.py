@@ -700,3 +700,121 @@ def test_resume_refuses_an_input_file_edited_since_the_run_started(tmp_path: Pat
     emails(tmp_path, "b@example.com")  # same size, other bytes
     with pytest.raises(UsageError, match=r"^in\.csv is not the file this run started with"):
         run(sending(data, out, resume=True), transport=must_not_send)
+
+
+# --- what the web page needs from a run: a stop handle, a row limit, earlier runs, async ----
+
+
+def test_a_stop_from_the_control_acts_as_ctrl_c(tmp_path: Path) -> None:
+    """Rows on the wire finish, nothing more starts, the rest are unsent and resumable."""
+    data = emails(tmp_path, *(f"k{i}@example.com" for i in range(6)))
+    control = job_module.RunControl()
+    sent: list[str] = []
+
+    async def stop_at_the_second_row(body: bytes) -> Answer:
+        sent.append(json.loads(body)["email"])
+        if len(sent) == 2:
+            control.stop("stopped from the page")
+        return OK
+
+    summary = run(sending(data, tmp_path / "out"), transport=stop_at_the_second_row,
+                  control=control)
+    assert summary.stopped == "stopped from the page"
+    assert sent == ["k0@example.com", "k1@example.com"]
+    assert summary.outcomes == Counter({"ok": 2, "unsent": 4})
+    resumed: list[str] = []
+    run(sending(data, tmp_path / "out", resume=True), transport=recording(resumed))
+    assert resumed == [f"k{i}@example.com" for i in range(2, 6)]
+
+
+def test_a_stop_before_sending_begins_sends_nothing(tmp_path: Path) -> None:
+    control = job_module.RunControl()
+    control.stop("stopped from the page")
+    summary = run(sending(emails(tmp_path, "a@example.com"), tmp_path / "out"),
+                  transport=must_not_send, control=control)
+    assert summary.stopped == "stopped from the page"
+    assert summary.outcomes == Counter({"unsent": 1})
+
+
+def test_a_second_stop_cuts_off_the_requests_on_the_wire(tmp_path: Path) -> None:
+    control = job_module.RunControl()
+
+    async def hangs(body: bytes) -> Answer:
+        control.stop("stopped from the page")
+        control.stop("stopped from the page")
+        await asyncio.sleep(60)
+        return OK
+
+    summary = run(sending(emails(tmp_path, "a@example.com"), tmp_path / "out"),
+                  transport=hangs, control=control)
+    assert summary.outcomes == Counter({"uncertain": 1})
+
+
+def test_a_row_limit_sends_the_first_valid_rows_and_leaves_the_rest_unsent(
+    tmp_path: Path
+) -> None:
+    data = emails(tmp_path, "a@example.com", "bad", "b@example.com", "", "c@example.com",
+                  "d@example.com")
+    sent: list[str] = []
+    summary = run(sending(data, tmp_path / "out", row_limit=2), transport=recording(sent))
+    assert sent == ["a@example.com", "b@example.com"]
+    assert summary.outcomes == Counter({"ok": 2, "validation": 1, "unsent": 2})
+    assert (summary.rows, summary.blank, summary.row_limit, summary.stopped) == (5, 1, 2, None)
+    assert [r["_row"] for r in failed_rows(tmp_path / "out")] == ["3"]
+
+
+def test_the_send_after_a_test_send_skips_the_profiles_it_engaged(tmp_path: Path) -> None:
+    data = emails(tmp_path, *(f"k{i}@example.com" for i in range(5)))
+    test = tmp_path / "test"
+    run(sending(data, test, row_limit=2), transport=recording([]))
+    sent: list[str] = []
+    summary = run(sending(data, tmp_path / "all", engaged_in=(test,)), transport=recording(sent))
+    assert sent == ["k2@example.com", "k3@example.com", "k4@example.com"]
+    assert summary.skipped == Counter({"already_engaged": 2})
+    assert summary.failed == 0
+    skipped = read_csv(tmp_path / "all" / "skipped.csv")
+    assert [(r["_row"], r["_reason"]) for r in skipped] == [
+        ("2", "already_engaged"), ("3", "already_engaged")]
+    assert skipped[0]["_detail"].startswith("engaged by the run test at 20")
+    # Another workflow may engage the same profiles: the test send does not count there.
+    other: list[str] = []
+    run(sending(data, tmp_path / "other", engaged_in=(test,), workflow_id=2),
+        transport=recording(other))
+    assert len(other) == 5
+
+
+def test_a_row_a_stopped_test_send_may_have_engaged_is_uncertain_not_resent(
+    tmp_path: Path
+) -> None:
+    data = emails(tmp_path, "a@example.com", "b@example.com")
+    test = tmp_path / "test"
+    run(sending(data, test, row_limit=1), transport=recording([]))
+    with closing(sqlite3.connect(test / JOURNAL_NAME)) as db, db:
+        db.execute("UPDATE rows SET state = 'sending'")  # as a kill mid-request leaves it
+    sent: list[str] = []
+    summary = run(sending(data, tmp_path / "all", engaged_in=(test,)), transport=recording(sent))
+    assert sent == ["b@example.com"]
+    assert summary.outcomes == Counter({"ok": 1, "uncertain": 1})
+    assert "may or may not have engaged" in failed_rows(tmp_path / "all")[0]["_error_text"]
+
+
+def test_run_async_shares_the_callers_loop_and_reports_progress(tmp_path: Path) -> None:
+    data = emails(tmp_path, "a@example.com", "bad", "b@example.com")
+    events: list[Any] = []
+
+    async def main() -> Any:
+        loop = asyncio.get_running_loop()
+
+        async def on_loop(body: bytes) -> Answer:
+            assert asyncio.get_running_loop() is loop
+            return OK
+
+        return await job_module.run_async(
+            sending(data, tmp_path / "out"), transport=on_loop, on_progress=events.append)
+
+    summary = asyncio.run(main())
+    assert summary.outcomes == Counter({"ok": 2, "validation": 1})
+    last = events[-1]
+    assert (last.total, last.done, last.ok, last.failed, last.finished) == (3, 3, 2, 1, True)
+    assert last.requests == 2
+    assert [e.error for e in last.errors] == ["invalid_email"]

@@ -13,7 +13,7 @@ import pytest
 
 from batch_engage import RunOptions, Secret, run
 from batch_engage.mock_server import MockConfig, serve_in_thread
-from batch_engage.progress import Progress
+from batch_engage.progress import Progress, ProgressBar
 from batch_engage.sender import Answer
 from batch_engage.status import ExitStatus
 
@@ -230,10 +230,10 @@ class FakeTerminal(io.StringIO):
 
 def test_progress_shows_counts_on_a_terminal_only() -> None:
     terminal = FakeTerminal()
-    assert Progress.wanted(quiet=False, stream=terminal)
-    assert not Progress.wanted(quiet=True, stream=terminal)
-    assert not Progress.wanted(quiet=False, stream=io.StringIO())
-    progress = Progress(10, enabled=True, stream=terminal)
+    assert ProgressBar.wanted(quiet=False, stream=terminal)
+    assert not ProgressBar.wanted(quiet=True, stream=terminal)
+    assert not ProgressBar.wanted(quiet=False, stream=io.StringIO())
+    progress = Progress(10, [ProgressBar(terminal)])
     for i in range(10):
         progress.row_done(ok=i % 3 != 0)
     progress.close(finished=True)

@@ -545,6 +545,9 @@ class ExcelTable:
         if self._unguard:
             self.headers = [h.removeprefix(FORMULA_GUARD) for h in self.headers]
         self.description = f"Excel, sheet {self._sheet.name!r}"
+        self.sheet = self._sheet.name
+        self.sheets = [s.name for s in self._book.sheets if not s.chart]
+        """The sheets of rows one may choose (a web page's sheet select)."""
 
     def _choose(self, name: str | None) -> Sheet:
         book = self._book

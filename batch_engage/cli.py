@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import click
 import phonenumbers
@@ -22,6 +23,7 @@ from click.core import ParameterSource
 
 from . import __version__
 from .errors import BatchEngageError
+from .guesser import Guess, Sample, find_attach_dir, guess_columns, read_sample
 from .job import run as run_job
 from .journal import stored_options
 from .mock_server import (
@@ -511,6 +513,239 @@ def demo(samples: Path, out: Path | None, verbose: bool) -> None:
     ctx.exit(worst)
 
 
+# --- init-config ------------------------------------------------------------------------------
+
+# Values shown for the options a starter config leaves commented that have no default. Every
+# option of `run` is listed from `run` itself, so a new one shows up without an edit here.
+_CONFIG_EXAMPLES: dict[str, Any] = {
+    "field_name": "CRM_ID", "resource_id": 24, "phone_region": "RU",
+    "content": ["promo_code=SPRING"], "attach": ["terms.pdf"], "attach_dir": "files",
+    "api_url": "https://your-account.example.com", "token_file": "token.txt",
+    "out": "runs/nightly", "sheet": "Sheet1", "encoding": "cp1251", "delimiter": ";",
+}
+# Options that belong to one invocation more than to a config; listed last.
+_PER_RUN_OPTIONS = ("dry_run", "resume", "resend_uncertain", "quiet", "verbose")
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n",
+                 "\f": "\\f", "\r": "\\r"}
+
+
+def _toml(value: Any) -> str:
+    """A TOML value (or quoted key), for the few types a config holds."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return '"' + "".join(
+        _TOML_ESCAPES.get(c) or (f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else c)
+        for c in str(value)) + '"'
+
+
+def _comment(text: str) -> str:
+    """Text for a TOML comment, which may hold no control character but tab."""
+    return "".join(c if c >= " " and c != "\x7f" else repr(c)[1:-1] for c in text)
+
+
+def _commented_options(skip: set[str]) -> list[str]:
+    """Every option of `run` not in ``skip``, as a commented line with its default."""
+    lines: list[str] = []
+    later: list[str] = []
+    for param in run.params:
+        if not isinstance(param, click.Option) or param.name in skip or param.name is None:
+            continue
+        default: Any = False if param.is_flag else param.default
+        help_text = param.help or ""
+        if isinstance(default, bool | int | float | str):
+            line = f"# {param.name} = {_toml(default)}"
+        else:
+            if param.name in _CONFIG_EXAMPLES:
+                value = _CONFIG_EXAMPLES[param.name]
+            elif isinstance(param.type, click.types.IntParamType | click.types.FloatParamType):
+                value = 1
+            else:
+                value = param.metavar or "..."
+            line = f"# {param.name} = {_toml(value)}  # for example"
+            if "[default:" not in help_text:
+                help_text += " [default: none]"
+        long = "--" + param.name.replace("_", "-")
+        flag = long if long in param.opts else max(param.opts, key=len)
+        entry = [f"# {flag}: {help_text}", line]
+        (later if param.name in _PER_RUN_OPTIONS else lines).extend(entry)
+    if later:
+        lines += ["", "# Usually given on the command line, for one run:", *later]
+    return lines
+
+
+def _columns_table(guess: Guess) -> list[str]:
+    lines = []
+    written: set[str] = set()
+    renames = guess.renames()
+    for number, column in enumerate(guess.columns, start=1):
+        if not column.header:
+            lines.append(f"# (column {number} has no header: it is not sent)")
+            continue
+        key = _toml(column.header)
+        if column.header in written:
+            lines.append(f"# {key}  # column {number}: {column.reason}")
+            continue
+        written.add(column.header)
+        if column.role != "ignore":
+            lines.append(f"{key} = {_toml(column.name)}  # {column.reason}")
+        elif column.header in renames:
+            lines.append(f"{key} = {_toml(renames[column.header])}  # {column.reason}")
+        else:
+            lines.append(f"# {key}  # {column.reason}")
+    return lines
+
+
+def _starter_config(
+    input_path: Path, output: Path, sample: Sample, guess: Guess, attach_dir: str | None
+) -> str:
+    identifier = guess.identifier
+    check = shlex.join(["batch-engage", "run", str(input_path), "--config", str(output),
+                        "--dry-run"])
+    lines = [
+        f"# batch-engage config for {_comment(input_path.name)}, written by "
+        "`batch-engage init-config`",
+        f"# from its header and first {len(sample.rows)} row"
+        f"{'' if len(sample.rows) == 1 else 's'}: a guess, to check before anything is sent:",
+        f"#   {_comment(check)}",
+        "# The command line and environment variables win over what is set here. Relative "
+        "paths",
+        "# (attach, attach_dir, token_file) are taken from this file's folder.",
+        "",
+        "# The scenario id (the request's \"id\"): replace 0 with yours. 0 is a placeholder "
+        "that no",
+        "# scenario has (ids are positive), so a send with it engages nobody; a dry run works "
+        "already.",
+        "workflow_id = 0",
+        "",
+        "# How profiles are matched: email, phone, profile_id, custom or custom_request.",
+    ]
+    if identifier is not None:
+        lines.append(f"# Guessed from column {identifier.header!r}: {identifier.reason}.")
+    else:
+        lines.append("# No column looks like an e-mail, phone or profile id: name one in "
+                     '[columns] below (e.g. "Client" = "email"), or the run refuses the file.')
+    lines.append(f"matching = {_toml(guess.matching.value)}")
+    written = {"workflow_id", "matching", "config"}
+    if guess.matching is Matching.CUSTOM:
+        lines += ["# The profile field that the field_value column is matched against: "
+                  "replace it.", 'field_name = "REPLACE_ME"']
+        written.add("field_name")
+    if guess.phone_region is not None:
+        lines += ["", "# Phones written without \"+\" are numbers of this country, guessed from "
+                  "the phone column;", "# a dry run lists the numbers that are still not valid.",
+                  f"phone_region = {_toml(guess.phone_region)}"]
+        written.add("phone_region")
+    if attach_dir is not None:
+        lines += ["", "# The folder that holds the files named in the attach column (found "
+                  "beside the input file).", f"attach_dir = {_toml(attach_dir)}"]
+        written.add("attach_dir")
+    lines += ["", "# How the file is read (detected from it):"]
+    if sample.sheet is not None:
+        lines.append(f"sheet = {_toml(sample.sheet)}")
+        written |= {"sheet", "encoding", "delimiter"}  # the last two are for text files
+    else:
+        lines += [f"encoding = {_toml(sample.encoding)}", f"delimiter = {_toml(sample.delimiter)}"]
+        written |= {"sheet", "include_hidden_rows", "encoding", "delimiter"}  # for workbooks
+    lines += ["", "# Every other option of `batch-engage run`, with its default: remove the "
+              '"# " to set one.', *_commented_options(written)]
+    lines += [
+        "",
+        "# Each header of the file -> the name batch-engage understands: email, phone, "
+        "profile_id,",
+        "# field_value, custom_request, resource_id, attach, content.KEY, "
+        "subscription_filter.KEY.",
+        '# A commented header is not sent; to send it, write e.g. "Notes" = "content.notes". '
+        'A name',
+        '# starting with "_" ("_ignored") leaves a column out without a warning.',
+        "[columns]",
+        *_columns_table(guess),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _write_config(path: Path, text: str, force: bool) -> None:
+    data = text.encode("utf-8")
+    try:
+        if not force:
+            with path.open("xb") as f:  # never over a file that appeared meanwhile
+                f.write(data)
+            return
+        partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    except FileExistsError:
+        raise CliError(f"{path} already exists; pass --force to overwrite it, or choose "
+                       "another file with -o") from None
+    except OSError as e:
+        raise CliError(f"cannot write {path}: {e.strerror or e}; choose another file "
+                       "with -o") from None
+
+
+@cli.command("init-config", context_settings=CONTEXT_SETTINGS)
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+              help="Config file to write. [default: INPUT's name with .toml, beside it]")
+@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
+@reading_options
+@verbose_option
+def init_config(input_path: Path, *, output: Path | None, force: bool, verbose: bool,
+                sheet: str | None, encoding: str | None, delimiter: str | None) -> None:
+    """Write a starter --config for INPUT: a guess for each column, and every run option.
+
+    Reads the header and the first rows, guesses each column from its header (English or
+    Russian: E-mail, Телефон, Имя, ID клиента...) and from its values (a column of phone
+    numbers is a phone column), and writes the config beside INPUT. A column it cannot place
+    is left out, as a commented line. Check the guess with a dry run, then put your
+    scenario's id in workflow_id.
+
+    \b
+        batch-engage init-config samples/clients_cp1251.csv -o clients.toml
+        batch-engage run samples/clients_cp1251.csv --config clients.toml --dry-run
+    """
+    output = output or input_path.with_suffix(".toml")
+    with exit_statuses(verbose):
+        if output.resolve() == input_path.resolve():
+            raise CliError(f"-o {output} is INPUT itself; choose another file for the config")
+        if output.exists() and not force:
+            raise CliError(f"{output} already exists; pass --force to overwrite it, or "
+                           "choose another file with -o")
+        sample = read_sample(input_path, encoding=encoding, delimiter=delimiter, sheet=sheet)
+        guess = guess_columns(sample.headers, sample.rows)
+        attach_dir = None
+        attach = next((i for i, c in enumerate(guess.columns) if c.role == "attach"), None)
+        if attach is not None:
+            found = find_attach_dir(input_path.parent, [row[attach] for row in sample.rows])
+            if found is not None:
+                # Relative when the config sits beside INPUT, so the two can move together.
+                attach_dir = str(found.resolve())
+                if found.resolve().is_relative_to(output.resolve().parent):
+                    attach_dir = found.resolve().relative_to(
+                        output.resolve().parent).as_posix()
+        _write_config(output, _starter_config(input_path, output, sample, guess, attach_dir),
+                      force)
+
+    identifier = guess.identifier
+    click.echo(f"Wrote {output}: {sample.description}, matching by {guess.matching.value}"
+               + (f" (column {identifier.header!r})" if identifier else "") + ".")
+    shown = [(c.header or "(no header)", "(not sent)" if c.role == "ignore" else c.name,
+              c.reason) for c in guess.columns if not c.header.startswith("_")]
+    width = min(24, max((len(h) for h, _, _ in shown), default=0))
+    target_width = min(24, max((len(t) for _, t, _ in shown), default=0))
+    for header, target, reason in shown:
+        click.echo(f"  {header:<{width}}  {target:<{target_width}}  {reason}")
+    if identifier is None:
+        click.echo(f"warning: no column looks like an e-mail, phone or profile id; name the "
+                   f"one to match by in the [columns] table of {output}", err=True)
+    click.echo("Check it with a dry run (nothing is sent), then put your scenario's id in "
+               "workflow_id:")
+    click.echo("  " + shlex.join(["batch-engage", "run", str(input_path), "--config",
+                                  str(output), "--dry-run"]))
+
+
 @cli.command("mock-server", context_settings=CONTEXT_SETTINGS)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
@@ -557,3 +792,105 @@ def mock_server(host: str, port: int, token: str, seed: int | None, **faults: fl
     stats = server.stats.to_json()
     click.echo(f"Received {stats['received']} requests: "
                + ", ".join(f"{k} {v}" for k, v in sorted(stats["answers"].items())), err=True)
+
+
+# --- serve -----------------------------------------------------------------------------------
+
+
+@cli.command("serve", context_settings=CONTEXT_SETTINGS)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; 0.0.0.0 on a team host (with --public-url).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="Port to listen on (0: any free port).")
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False),
+              default="batch-engage-data", show_default=True,
+              help="Folder for uploads, runs and their reports.")
+@click.option("--api-url", envvar="BATCH_ENGAGE_API_URL", metavar="URL",
+              help="API base URL the page's runs send to. [env: BATCH_ENGAGE_API_URL]")
+@click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False), metavar="PATH",
+              help=f"File holding the API token, read again at each run. [default: env "
+                   f"{TOKEN_ENV}; with neither, the page asks for a token per run]")
+@click.option("--rate", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Default, and highest, requests per second of a page's run; 0 = no limit.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Default, and highest, requests in flight of a page's run.")
+@click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True), default=200.0,
+              show_default=True, help="Largest upload accepted, in MB.")
+@click.option("--access-key-file", type=click.Path(path_type=Path, dir_okay=False),
+              metavar="PATH", help="A fixed access key (a team host). [default: a new random "
+                                   "key at each start]")
+@click.option("--public-url", metavar="URL",
+              help="The address people open when the server runs behind a name; printed, "
+                   "and the only other Host accepted.")
+@verbose_option
+def serve_command(*, host: str, port: int, data_dir: Path, api_url: str | None,
+                  token_file: Path | None, rate: float, concurrency: int, max_upload_mb: float,
+                  access_key_file: Path | None, public_url: str | None, verbose: bool) -> None:
+    """Serve a web page where marketers upload a spreadsheet, check it and send it.
+
+    Open the address it prints (it carries a one-time access key). Runs started from the
+    page are the same runs as `batch-engage run`, in folders under --data-dir/runs/.
+
+    \b
+        export BATCH_ENGAGE_API_URL=https://example.com
+        batch-engage serve --token-file ~/.engage-token
+    Rehearse with the mock API in another terminal (its token is "mock-token"):
+        batch-engage mock-server --port 8080
+        echo mock-token > token.txt
+        batch-engage serve --api-url http://127.0.0.1:8080 --token-file token.txt
+    """
+    # Only here: `run` and the other commands start without the web page's imports.
+    from .web import ServeConfig  # noqa: PLC0415
+    from .web import serve as serve_page  # noqa: PLC0415
+
+    def warn(message: str) -> None:
+        click.echo(f"warning: {message}", err=True)
+
+    with exit_statuses(verbose):
+        if public_url and urlsplit(public_url).scheme not in ("http", "https"):
+            raise CliError(f"--public-url {public_url!r} is not a web address; write it in "
+                           "full, e.g. https://engage.example.com")
+        if api_url and urlsplit(api_url).scheme not in ("http", "https"):
+            raise CliError(f"--api-url {api_url!r} is not a web address; write it in full, "
+                           "e.g. https://your-account.example.com")
+        first = read_token(token_file, warn)  # a token file that cannot be read: say so now
+        if access_key_file is not None:
+            try:
+                key = access_key_file.read_text("utf-8").strip()
+            except OSError as e:
+                raise CliError(f"cannot read --access-key-file {access_key_file}: "
+                               f"{e.strerror or e}") from None
+            if len(key) < 16:
+                raise CliError(f"--access-key-file {access_key_file} holds a key of "
+                               f"{len(key)} characters; use at least 16 random ones")
+        else:
+            key = secrets.token_urlsafe(24)
+
+        def token() -> Secret | None:
+            if token_file is None:
+                return first
+            try:
+                return read_token(token_file, warn)
+            except CliError as e:
+                warn(e.format_message())
+                return None
+
+        hint = (f"put the right token in {token_file}" if token_file is not None else
+                f"restart batch-engage serve with the right {TOKEN_ENV}" if first is not None
+                else "type the right token when you resume")
+        config = ServeConfig(
+            data_dir=data_dir, access_key=key, api_url=api_url, token=token, token_hint=hint,
+            rate=rate, concurrency=concurrency, max_upload_mb=max_upload_mb,
+            public_url=public_url)
+        if api_url is None:
+            warn("no --api-url (or BATCH_ENGAGE_API_URL): the page can check files but not "
+                 "send them")
+
+        def ready(url: str) -> None:
+            click.echo(f"batch-engage serve: data in {data_dir.absolute()}{os.sep}")
+            click.echo("Open this address in your browser (it holds the access key; keep it "
+                       "to yourself):")
+            click.echo(f"    {url}", nl=True)
+            click.echo("Press Ctrl-C to stop; runs that are sending stop and can be resumed.")
+
+        serve_page(config, host, port, ready)

@@ -35,9 +35,10 @@ from .limiter import RateLimiter
 from .mapper import IDENTIFIER_COLUMN, Mapper, Request, RowError
 from .options import RunOptions
 from .progress import Listener, Progress, ProgressBar
-from .reader import Record, Table, open_table
+from .reader import EXCEL_SUFFIXES, Record, Table, open_table
 from .reporter import FailedReport, RequestsLog, SkippedReport, SuccessReport, Summary
 from .sender import Result, RetryPolicy, Sender, Transport, aiohttp_transport, timestamp
+from .xlsx_report import write_failed_xlsx
 
 DRY_RUN_TOKEN = "***"
 HIDDEN_IN_SHEET = "hidden_in_sheet"
@@ -138,6 +139,13 @@ class _Run:
             self.warn(f"rows hidden in the sheet (by a filter or by hand) were not sent: "
                       f"{hidden:,}; they are listed in skipped.csv. Unhide them, or run with "
                       "--include-hidden-rows to send them too")
+        if self.options.input.suffix.lower() in EXCEL_SUFFIXES:
+            # Beside failed.csv, for a marketer who works in Excel: ids and phones as text.
+            try:
+                write_failed_xlsx(self.out / "failed.csv", self.out / "failed.xlsx")
+            except OSError as e:  # a full disk: failed.csv holds the same rows
+                self.warn(f"failed.xlsx could not be written ({e.strerror or e}); "
+                          "failed.csv holds the same rows")
         self.summary.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
         self.summary.duration_seconds = time.monotonic() - self.clock
         self.summary.write(self.out / "summary.json")
@@ -416,7 +424,8 @@ async def _send(
         if options.row_limit is not None:
             summary.row_limit = options.row_limit
     progress.close(finished=sender.stop_reason is None)
-    return job.finish()
+    # Off the loop: failed.xlsx of a large run takes a while, and a web page shares the loop.
+    return await asyncio.to_thread(job.finish)
 
 
 @contextmanager

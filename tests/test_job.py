@@ -818,3 +818,45 @@ def test_run_async_shares_the_callers_loop_and_reports_progress(tmp_path: Path) 
     assert (last.total, last.done, last.ok, last.failed, last.finished) == (3, 3, 2, 1, True)
     assert last.requests == 2
     assert [e.error for e in last.errors] == ["invalid_email"]
+
+
+def _workbook(path: Path) -> Path:
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["email", "code"])
+    sheet.append(["a@example.com", "00123"])
+    sheet.append(["not an email", "00456"])
+    book.save(path)
+    return path
+
+
+def test_a_workbook_input_gets_failed_xlsx_beside_failed_csv_and_a_text_file_does_not(
+    tmp_path: Path
+) -> None:
+    run(RunOptions(input=_workbook(tmp_path / "in.xlsx"), workflow_id=1, dry_run=True,
+                   out=tmp_path / "book"))
+    again = run(RunOptions(input=tmp_path / "book" / "failed.xlsx", workflow_id=1,
+                           dry_run=True, out=tmp_path / "again"))
+    assert again.errors == Counter({"invalid_email": 1})
+    assert failed_rows(tmp_path / "again")[0]["code"] == "00456"
+    run(RunOptions(input=emails(tmp_path, "bad"), workflow_id=1, dry_run=True,
+                   out=tmp_path / "text"))
+    assert not (tmp_path / "text" / "failed.xlsx").exists()
+
+
+def test_a_failed_xlsx_that_cannot_be_written_is_a_warning_and_summary_json_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(csv_path: Path, xlsx: Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(job_module, "write_failed_xlsx", disk_full)
+    warnings: list[str] = []
+    summary = run(RunOptions(input=_workbook(tmp_path / "in.xlsx"), workflow_id=1,
+                             dry_run=True, out=tmp_path / "out"), on_warning=warnings.append)
+    message = ("failed.xlsx could not be written (No space left on device); failed.csv "
+               "holds the same rows")
+    assert warnings[-1] == message
+    assert read_summary(tmp_path / "out")["warnings"][-1] == message
+    assert summary.failed == 1

@@ -106,6 +106,11 @@ class RunOptions:
         if self.resume and (self.out is None or self.dry_run):
             raise UsageError("--resume needs --out, the run folder to continue, and no --dry-run")
         if not self.dry_run:
+            if self.workflow_id <= 0:
+                raise UsageError(
+                    f"workflow id {self.workflow_id} is not a scenario's id (0 is the "
+                    "placeholder `batch-engage init-config` writes): put your scenario's id "
+                    "in the config (workflow_id = 12) or pass -w 12")
             if not self.api_url:
                 raise UsageError(
                     "an API URL is required: pass --api-url or set BATCH_ENGAGE_API_URL"

@@ -201,7 +201,8 @@ def test_fixed_options_are_plain_json_with_absolute_paths(tmp_path: Path) -> Non
         tmp_path, matching=Matching.PHONE, resource_id=24, phone_region="RU",
         content=(("promo", "SPRING"), ("order.currency", "RUB")), attach=(Path("terms.pdf"),),
         sheet="Лист1", encoding="cp1251", delimiter=";", columns={"E-mail": "phone"},
-        allow_duplicates=True, include_hidden_rows=True, rate_per_second=2.5,
+        allow_duplicates=True, include_hidden_rows=True, rate_per_second=2.5, row_limit=3,
+        engaged_in=(Path("test-send"),),
     )
     fixed = {
         "workflow_id": 12, "api_url": "https://api.example.com", "matching": "phone",
@@ -210,6 +211,7 @@ def test_fixed_options_are_plain_json_with_absolute_paths(tmp_path: Path) -> Non
         "attach": [str(Path.cwd() / "terms.pdf")], "attach_dir": str(tmp_path),
         "sheet": "Лист1", "encoding": "cp1251", "delimiter": ";",
         "columns": {"E-mail": "phone"}, "allow_duplicates": True, "include_hidden_rows": True,
+        "engaged_in": [str(Path.cwd() / "test-send")],
     }
     assert options.fixed() == fixed
     # summary.json shows what the user wrote, and the sending options; never the token.
@@ -219,6 +221,7 @@ def test_fixed_options_are_plain_json_with_absolute_paths(tmp_path: Path) -> Non
         "attach": ["terms.pdf"], "attach_dir": None,
         "rate": 2.5, "concurrency": 8, "max_attempts": 5, "timeout": 30.0,
         "dry_run": False, "verify_tls": True, "resume": False, "resend_uncertain": False,
+        "row_limit": 3,
     }
 
 
@@ -242,3 +245,13 @@ def test_a_rate_that_is_no_number_of_requests_is_refused(tmp_path: Path, rate: f
         RunOptions(input=tmp_path / "in.csv", workflow_id=1, dry_run=True, rate_per_second=rate)
     assert str(caught.value) == (f"--rate {rate} is not a number of requests a second; give "
                                  "e.g. --rate 10, or --rate 0 for no limit")
+
+
+@pytest.mark.parametrize("workflow_id", [0, -3])
+def test_a_placeholder_workflow_id_may_dry_run_but_never_send(workflow_id: int) -> None:
+    RunOptions(input=Path("in.csv"), workflow_id=workflow_id, dry_run=True)
+    with pytest.raises(UsageError, match=f"workflow id {workflow_id} is not a scenario's id"):
+        RunOptions(input=Path("in.csv"), workflow_id=workflow_id, api_url="https://x.example",
+                   token=Secret("t"))
+    RunOptions(input=Path("in.csv"), workflow_id=1, api_url="https://x.example",
+               token=Secret("t"))

@@ -153,7 +153,7 @@ def test_summary_json_holds_every_figure_of_the_run() -> None:
     s = summary(finished_at="2026-01-01T00:01:00+00:00", duration_seconds=12.34567,
                 input_format="CSV, utf-8", rows=100, blank=2, requests_sent=130,
                 pass_requests=90, sending_seconds=9.0, retries_unanswered=3,
-                stopped="interrupted (Ctrl-C)", warnings=["w1"])
+                stopped="interrupted (Ctrl-C)", row_limit=5, warnings=["w1"])
     s.skipped["hidden_in_sheet"] = 4
     s.skipped["already_engaged"] = 1
     s.outcomes.update({"unsent": 10, "ok": 80, "api": 5})
@@ -184,6 +184,7 @@ def test_summary_json_holds_every_figure_of_the_run() -> None:
         "retries": {"http_429": 7, "timeout": 1},
         "retries_unanswered": 3,
         "stopped": "interrupted (Ctrl-C)",
+        "row_limit": 5,
         "warnings": ["w1"],
     })
 

@@ -32,9 +32,7 @@ async def _serve(config: ServeConfig, host: str, port: int,
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    server = site._server
-    assert isinstance(server, asyncio.base_events.Server)
-    bound = server.sockets[0].getsockname()[1]
+    bound = runner.addresses[0][1]
     on_ready(start_url(host, bound, config.access_key, config.public_url))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

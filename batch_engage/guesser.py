@@ -177,11 +177,11 @@ class Guess:
         for column in self.columns:
             if not column.header or column.header.startswith("_"):
                 continue  # the mapper ignores these by itself
-            as_is = Mapper._role(column.header.casefold())
+            as_is = Mapper.role(column.header.casefold())
             if column.role == "ignore":
                 if as_is is not None:
                     renames[column.header] = IGNORED
-            elif as_is != Mapper._role(column.name.casefold()):
+            elif as_is != Mapper.role(column.name.casefold()):
                 renames[column.header] = column.name
         return renames
 
@@ -211,7 +211,7 @@ class _Column:
     def role(self) -> str:
         if self.name is None:
             return "ignore"
-        role = Mapper._role(self.name.casefold())
+        role = Mapper.role(self.name.casefold())
         assert role is not None, self.name
         return role.split(".", 1)[0] if "." in role else role
 
@@ -256,7 +256,7 @@ def _judge(index: int, header: str, values: list[str]) -> _Column:
                                             "report columns of batch-engage are named so)")
     if not header:
         return _Column(index, header, None, "the column has no header, so it is not sent")
-    own = Mapper._role(header.casefold())
+    own = Mapper.role(header.casefold())
     if own is not None:
         if own.startswith(("content.", "subscription_filter.")) and not all(
                 header.split(".", 1)[1].split(".")):

@@ -168,7 +168,7 @@ class Mapper:
             if not key:
                 ignored.append(f"#{index + 1} (no header)")
                 continue
-            role = self._role(key)
+            role = self.role(key)
             if role is None:
                 ignored.append(repr(header.strip()))
                 continue
@@ -222,7 +222,9 @@ class Mapper:
             _set_path(self._fixed_content, tuple(key.split(".")), parse_json_cell(value))
 
     @staticmethod
-    def _role(key: str) -> str | None:
+    def role(key: str) -> str | None:
+        """What a column name (casefolded) means to the mapper, or None: ignored. The
+        column guesser asks too, so that its guesses mean what a run will do."""
         if key in ("email", "phone", "profile_id", "field_value", "custom_request",
                    "resource_id", "attach"):
             return key

@@ -269,7 +269,7 @@ def test_headers_that_only_differ_in_case_are_all_left_out(tmp_path: Path) -> No
 
 def test_known_names_table_is_clean() -> None:
     for target, _ in KNOWN_NAMES.values():
-        assert Mapper._role(target) is not None, target
+        assert Mapper.role(target) is not None, target
 
 
 # --- phone region -----------------------------------------------------------------------------

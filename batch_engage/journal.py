@@ -172,7 +172,10 @@ def engaged_by(out: Path, workflow_id: int | None) -> dict[str, Engaged]:
     """The identifiers the run in ``out`` engaged (or may have) for ``workflow_id``.
 
     Another workflow's engagements do not count: the same profile may be engaged in each.
+    A run that never began (it waited in a queue) engaged no one.
     """
+    if not (out / JOURNAL_NAME).is_file():
+        return {}
     if stored_options(out).get("workflow_id") != workflow_id:
         return {}
     reader = _read_only(out / JOURNAL_NAME)

@@ -860,3 +860,13 @@ def test_a_failed_xlsx_that_cannot_be_written_is_a_warning_and_summary_json_is_w
     assert warnings[-1] == message
     assert read_summary(tmp_path / "out")["warnings"][-1] == message
     assert summary.failed == 1
+
+
+def test_an_earlier_run_that_never_began_engaged_no_one(tmp_path: Path) -> None:
+    """A page's run that waited in the queue and was stopped there has no journal."""
+    data = emails(tmp_path, "a@example.com")
+    never = tmp_path / "never"
+    never.mkdir()
+    sent: list[str] = []
+    run(sending(data, tmp_path / "out", engaged_in=(never,)), transport=recording(sent))
+    assert sent == ["a@example.com"]

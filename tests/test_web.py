@@ -670,3 +670,24 @@ def test_the_served_process_keeps_its_files_to_its_user_and_the_token_out_of_its
         if path.is_file():
             assert TOKEN.encode() not in path.read_bytes()
     assert (run / "success.csv").is_file()
+
+
+def test_send_pressed_twice_for_one_file_engages_no_one_twice(tmp_path: Path) -> None:
+    """The second Send is queued behind the first, and skips whom the first engaged."""
+    async def test(page: Page) -> None:
+        await page.login()
+        response, _ = await page.upload(emails_csv(tmp_path, 5))
+        html = await page.check(response.url.path, workflow_id="3")
+        first = (await page.post(send_url(html), data={"kind": "full"}))[0].url.path
+        second = (await page.post(send_url(html), data={"kind": "full"}))[0].url.path
+        await page.wait(first.rsplit("/", 1)[1], "finished")
+        done = await page.wait(second.rsplit("/", 1)[1], "finished")
+        assert done["summary"]["skipped"] == {"already_engaged": 5}
+        assert sorted(page.mock.stats.accepted.values()) == [1] * 5
+        html = await page.check(response.url.path, workflow_id="3")
+        assert counts(html)["engaged"] == 5
+        assert "Nothing left to send: earlier runs of this file engaged every valid row" in html
+        html = await page.check(response.url.path, workflow_id="4")  # another workflow
+        assert "engaged" not in counts(html)
+
+    page_test(tmp_path, test, mock=MockConfig(token=TOKEN, latency_ms=50))

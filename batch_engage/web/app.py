@@ -20,6 +20,7 @@ from aiohttp import BodyPartReader, web
 from ..errors import BatchEngageError
 from ..guesser import guess_columns
 from ..job import HIDDEN_IN_SHEET, run
+from ..journal import engaged_by
 from ..options import Secret
 from ..reader import EXCEL_SUFFIXES, open_table
 from .forms import (
@@ -33,7 +34,7 @@ from .forms import (
 )
 from .runner import DOWNLOADS, SENDING, STOPPED, Runner, run_path
 from .security import security_middleware
-from .store import DataDir, Mapping, RunRecord, Upload, now_iso, read_summary
+from .store import DataDir, Mapping, RunRecord, Upload, now_iso
 
 PREVIEW_ROWS = 20
 GUESS_ROWS = 50
@@ -261,10 +262,7 @@ class Pages:
             return self._mapping_again(upload, preview, form, _shown(str(e), upload))
         (out / "mapping.json").write_text(json.dumps(mapping.to_json()), "utf-8")
         problems, bodies = await asyncio.to_thread(_check_details, out)
-        tests = [r for r in self.data.records()
-                 if r.upload_id == upload.id and r.row_limit is not None]
-        engaged = sum((read_summary(self.data.run_folder(r.id)) or {}).get(
-            "outcomes", {}).get("ok", 0) for r in tests)
+        engaged = await asyncio.to_thread(self._engaged, upload, mapping.workflow_id)
         valid = summary.outcomes.get("valid", 0)
         return self.render(
             "check.html", upload=upload, mapping=mapping, summary=summary.to_json(),
@@ -276,6 +274,18 @@ class Pages:
             seconds=(max(0, valid - engaged) / mapping.rate) if mapping.rate else None,
             warnings=summary.warnings,
         )
+
+    def _earlier_runs(self, upload: Upload) -> list[RunRecord]:
+        """The runs of this upload: a Send skips whom they engaged (a test send, or a Send
+        pressed twice), so no profile is engaged twice from one file."""
+        return [r for r in self.data.records() if r.upload_id == upload.id]
+
+    def _engaged(self, upload: Upload, workflow_id: int) -> int:
+        engaged: set[str] = set()
+        for record in self._earlier_runs(upload):
+            found = engaged_by(self.data.run_folder(record.id), workflow_id)
+            engaged.update(k for k, v in found.items() if v.state == "ok")
+        return len(engaged)
 
     def _mapping_again(self, upload: Upload, preview: Preview, form: Any,
                        message: str) -> web.Response:
@@ -312,12 +322,10 @@ class Pages:
         if token is None:
             raise web.HTTPBadRequest(text="Type the API token: this server has none.")
         headers = await asyncio.to_thread(lambda: read_preview(upload.path, mapping.sheet).headers)
-        tests = [r.id for r in self.data.records()
-                 if r.upload_id == upload.id and r.row_limit is not None]
         record = RunRecord(
             id=self.data.new_run_id(), upload_id=upload.id, input_name=upload.name,
             created_at=now_iso(), mapping=mapping, headers=headers, row_limit=row_limit,
-            engaged_in=tests if row_limit is None else [])
+            engaged_in=[r.id for r in self._earlier_runs(upload)])
         self.data.save_record(record)
         self.runner.start(record, token, resume=False)
         raise web.HTTPSeeOther(f"/runs/{record.id}")

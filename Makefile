@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench mutate clean golden-workbooks
+.PHONY: demo test lint bench mutate clean golden-workbooks screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ mutate: $(VENV)/.installed-dev
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mutmut run --max-children $$(nproc) || exit $$?; \
 	mkdir -p docs; $(BIN)/python tests/mutation/report.py $$(( $$(date +%s) - start )) > docs/mutation.md
 	@grep -m1 'mutation score' docs/mutation.md
+
+# PNGs of each step of the `batch-engage serve` page (docs/screenshots/NN-step.png), taken
+# by the browser tests (tests/browser) in Debian's Chromium (`apt-get install chromium`).
+screenshots: $(VENV)/.installed-dev
+	BATCH_ENGAGE_SCREENSHOTS=docs/screenshots BATCH_ENGAGE_REQUIRE_BROWSER=1 \
+		$(BIN)/python -m pytest tests/browser -m browser
 
 # Rebuild tests/golden/workbooks/*.xlsx and, with LibreOffice on the PATH, their golden CSVs
 # (what LibreOffice shows in each cell). Installs nothing: it needs the venv with the test

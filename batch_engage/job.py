@@ -87,6 +87,9 @@ class _Run:
             options=options.public(), started_at=started.isoformat(timespec="seconds"),
         )
         self._on_warning = on_warning
+        self.engaged = _engaged_before(options)
+        """Who the runs in ``options.engaged_in`` engaged: a dry run counts them, a send
+        skips them."""
 
     def warn(self, message: str) -> None:
         self.summary.warnings.append(message)
@@ -125,6 +128,25 @@ class _Run:
             return False
         skipped.add(record, HIDDEN_IN_SHEET, HIDDEN_DETAIL)
         self.summary.skipped[HIDDEN_IN_SHEET] += 1
+        return True
+
+    def engaged_before(self, record: Record, request: Request, skipped: SkippedReport,
+                       failed: FailedReport, progress: Progress) -> bool:
+        """Report a row that an earlier run (a test send) engaged, or may have."""
+        before = self.engaged.get(request.identifier)
+        if before is None:
+            return False
+        if before.state == "ok":
+            skipped.add(record, ALREADY_ENGAGED,
+                        f"engaged by the run {before.run.name} at {before.completed_at}")
+            self.summary.skipped[ALREADY_ENGAGED] += 1
+            progress.row_skipped()
+        else:
+            self.report_row_error(failed, record, progress, RowError(
+                record.number, UNCERTAIN, UNCERTAIN,
+                f"the run {before.run.name} was stopped while this row's request was on "
+                "its way; it may or may not have engaged the profile: check in the "
+                "account, then send it from failed.csv"))
         return True
 
     def report_row_error(self, failed: FailedReport, record: Record, progress: Progress,
@@ -169,6 +191,8 @@ def _dry_run(job: _Run, table: Table, progress: Progress) -> Summary:
             closing(RequestsLog(job.out / "requests.jsonl")) as requests:
         for record, result in job.mapped(chain([first], records), mapper, skipped, progress):
             if isinstance(result, Request):
+                if job.engaged_before(record, result, skipped, failed, progress):
+                    continue
                 requests.add(result.row, result.body)
                 job.summary.outcomes["valid"] += 1
                 progress.row_done(ok=True)
@@ -277,7 +301,6 @@ async def _send(
     records = table.records()
     first = job.first_data_row(records)
     summary = job.summary
-    engaged = _engaged_before(options)
     async with AsyncExitStack() as stack:
         stack.enter_context(_claim_out(job.out, resume=options.resume))
         journal = Journal(job.out / JOURNAL_NAME)
@@ -324,24 +347,6 @@ async def _send(
                 last_write = time.monotonic()
                 summary.write(job.out / "summary.json")
 
-        def earlier_run(record: Record, request: Request) -> bool:
-            """Report a row that an earlier run (a test send) engaged, or may have."""
-            before = engaged.get(request.identifier)
-            if before is None:
-                return False
-            if before.state == "ok":
-                skipped.add(record, ALREADY_ENGAGED,
-                            f"engaged by the run {before.run.name} at {before.completed_at}")
-                summary.skipped[ALREADY_ENGAGED] += 1
-                progress.row_skipped()
-            else:
-                job.report_row_error(failed, record, progress, RowError(
-                    record.number, UNCERTAIN, UNCERTAIN,
-                    f"the run {before.run.name} was stopped while this row's request was on "
-                    "its way; it may or may not have engaged the profile: check in the "
-                    "account, then send it from failed.csv"))
-            return True
-
         past_limit: list[Record] = []
 
         def to_send() -> Iterator[tuple[Record, Request]]:
@@ -352,7 +357,7 @@ async def _send(
                 state = known.get(record.number) if known is not None else None
                 if state is None:
                     if isinstance(result, Request):
-                        if earlier_run(record, result):
+                        if job.engaged_before(record, result, skipped, failed, progress):
                             continue
                         if taken == options.row_limit:
                             summary.rows -= 1  # counted again with the rows left

@@ -159,7 +159,7 @@ def test_an_unknown_header_is_ignored_and_says_so() -> None:
     guess = guess_columns(["email", "Notes", ""], [["a@b.co", "VIP", "x"]])
     notes, blank = guess.columns[1], guess.columns[2]
     assert (notes.role, notes.key) == ("ignore", "")
-    assert notes.reason == "no idea what column 'Notes' is, so it is not sent"
+    assert notes.reason == "'Notes' is not a name batch-engage knows, so it is not sent"
     assert blank.role == "ignore"
     assert "no header" in blank.reason
     assert guess.renames() == {}  # the mapper ignores both by itself, with a warning

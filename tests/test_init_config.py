@@ -151,7 +151,7 @@ def test_unplaced_headers_stay_as_commented_lines(invoke: CliRun, tmp_path: Path
     data = write_csv(tmp_path / "in.csv", "Email,Notes,phone,_row\na@b.co,VIP,+79001234567,2\n")
     invoke("init-config", data)
     text = (tmp_path / "in.toml").read_text("utf-8")
-    assert "\n# \"Notes\"  # no idea what column 'Notes' is, so it is not sent\n" in text
+    assert "\n# \"Notes\"  # 'Notes' is not a name batch-engage knows, so it is not sent\n" in text
     assert '\n"phone" = "_ignored"  # ' in text  # the mapper would read it: left out
     assert "\n# \"_row\"  # a name starting with '_' is never sent" in text
     assert config_of(tmp_path / "in.toml")["columns"] == {"Email": "email", "phone": "_ignored"}

@@ -328,6 +328,8 @@ def test_every_step_from_upload_to_downloads(tmp_path: Path) -> None:
         assert counts(html) == {"valid": 4, "invalid": 3, "duplicate": 1, "hidden": 0,
                                 "blank": 1}
         assert "row 5, column email" in html  # a problem row with its message
+        assert "repeats row 3, so it was not sent again<" in html  # no --allow-duplicates
+        assert "UTF-8" in await page.get(upload_url)
         assert html.count('class="body"') == 3
         assert "&#34;token&#34;: &#34;***&#34;" in html
         assert "Send 4 rows to workflow 12?" in html
@@ -442,7 +444,10 @@ def test_stop_then_resume_sends_every_row_exactly_once(tmp_path: Path) -> None:
         assert stopped["summary"]["stopped"] == "stopped from the page"
         sent = sum(page.mock.stats.accepted.values())
         assert 0 < sent < 40
-        assert ">Resume</button>" in await page.get(f"/runs/{run_id}")
+        html = await page.get(f"/runs/{run_id}")
+        assert ">Resume</button>" in html
+        assert "You stopped this run." in html
+        assert 'role="alert"' not in html  # a stop asked for is no error
         await page.post(f"/runs/{run_id}/resume")
         finished = await page.wait(run_id, "finished")
         assert finished["summary"]["outcomes"] == {"ok": 40}
@@ -485,7 +490,9 @@ def test_a_refused_token_stops_the_run_and_says_what_to_do(tmp_path: Path) -> No
         run_id = run_id.rsplit("/", 1)[1]
         await page.wait(run_id, "stopped")
         html = await page.get(f"/runs/{run_id}")
+        assert "The API refused the token</strong> (error 401, API token required)" in html
         assert "fix the API token (put the right token in ~/tok)" in html
+        assert "--token-file" not in html  # the command line's advice is not the page's
         assert ">Resume</button>" in html
 
     page_test(tmp_path, test, mock=MockConfig(token="another-token"),

@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import csv
 import json
 import math
+import multiprocessing
 import os
 import re
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jinja2
 from aiohttp import BodyPartReader, web
 
 from ..errors import BatchEngageError
 from ..guesser import guess_columns
-from ..job import HIDDEN_IN_SHEET, run
-from ..journal import engaged_by
+from ..job import ALREADY_ENGAGED, HIDDEN_IN_SHEET, run
 from ..options import Secret
 from ..reader import EXCEL_SUFFIXES, open_table
 from .forms import (
@@ -42,6 +43,7 @@ PROBLEM_ROWS = 100
 EXAMPLE_BODIES = 3
 _CHUNK = 256 * 1024
 _HERE = Path(__file__).parent
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -129,17 +131,35 @@ class Pages:
         self.config = config
         self.data = DataDir(config.data_dir)
         self.runner = Runner(self.data, config.api_url, config.token)
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        # Whether the page must ask for a token; the token itself is read at each run.
+        self._has_token = config.token() is not None
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(_HERE / "templates"),
-            autoescape=True, undefined=jinja2.StrictUndefined,
+            autoescape=True, undefined=jinja2.StrictUndefined, auto_reload=False,
         )
         self.env.filters["count"] = count
         self.env.filters["duration"] = duration
+        self.env.filters["encoding"] = encoding_name
+        self.env.filters["for_the_page"] = for_the_page
+
+    async def work(self, function: Callable[..., T], *args: Any) -> T:
+        """Reading a spreadsheet and a dry run are pure CPU: in a worker thread they would
+        hold the interpreter lock against the page's own thread (another tab waited up to a
+        second); in a worker process the page answers at once."""
+        if self._pool is None:
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=max(1, (os.cpu_count() or 2) - 1),
+                mp_context=multiprocessing.get_context("spawn"))
+        return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
 
     def render(self, name: str, status: int = 200, **context: Any) -> web.Response:
         context.setdefault("error", None)
-        html = self.env.get_template(name).render(
-            server_token=self.config.token() is not None, **context)
+        html = self.env.get_template(name).render(server_token=self._has_token, **context)
         return web.Response(text=html, content_type="text/html", status=status)
 
     # --- 1. upload ------------------------------------------------------------------------
@@ -189,11 +209,13 @@ class Pages:
             return self._refuse_upload(too_big, 413)
         upload = Upload(upload_id, name, path, size, now_iso())
         try:
-            await asyncio.to_thread(read_preview, path, None)
+            preview = await self.work(read_preview, path, None)
         except BatchEngageError as e:
             path.unlink()
             path.parent.rmdir()
             return self._refuse_upload(_shown(str(e), upload))
+        if preview.own_report:
+            upload.origins = sorted({r.upload_id for r in self._origin_runs(preview.headers)})
         self.data.save_upload(upload)
         raise web.HTTPSeeOther(f"/uploads/{upload_id}")
 
@@ -209,21 +231,26 @@ class Pages:
         upload = self._upload(request)
         sheet = request.query.get("sheet") or None
         try:
-            preview = await asyncio.to_thread(read_preview, upload.path, sheet)
+            preview = await self.work(read_preview, upload.path, sheet)
         except BatchEngageError as e:
             return self._refuse_upload(_shown(str(e), upload))
-        earlier = self._earlier_mapping(preview) if preview.own_report else None
-        if earlier is not None:
-            record, mapping = earlier
-            columns = rows_from_mapping(preview.headers, mapping)
-            matching, region = mapping.matching, mapping.phone_region
+        origins = self._origin_runs(preview.headers) if preview.own_report else []
+        last = self.data.last_check(upload.id)
+        record = None
+        if last is not None and last.sheet == preview.sheet:
+            mapping = last
+            columns = rows_from_mapping(preview.headers, mapping, "as in your last Check")
+        elif origins:
+            record = origins[0]
+            # failed.csv is always a comma-separated UTF-8 file of one sheet.
+            mapping = Mapping.from_json({**record.mapping.to_json(), "sheet": None})
+            columns = rows_from_mapping(preview.headers, mapping, "as in the earlier run")
         else:
             guess = guess_columns(preview.headers, preview.sample)
-            columns, matching, region = rows_from_guess(guess), guess.matching, \
-                guess.phone_region
-            mapping = Mapping(workflow_id=0, matching=matching, phone_region=region,
+            columns = rows_from_guess(guess)
+            mapping = Mapping(workflow_id=0, matching=guess.matching,
+                              phone_region=guess.phone_region, sheet=preview.sheet,
                               rate=self.config.rate, concurrency=self.config.concurrency)
-            record = None
         return self.render("read.html", upload=upload, preview=preview, columns=columns,
                            mapping=mapping, earlier=record, **self._form_choices())
 
@@ -231,14 +258,12 @@ class Pages:
         return {"roles": ROLES, "matchings": MATCHINGS, "max_rate": self.config.rate,
                 "max_concurrency": self.config.concurrency}
 
-    def _earlier_mapping(self, preview: Preview) -> tuple[RunRecord, Mapping] | None:
-        """A fixed failed.csv: the run it came from had the same columns, less the _ ones."""
-        own = [h.strip() for h in preview.headers if not h.strip().startswith("_")]
-        for record in self.data.records():
-            if [h.strip() for h in record.headers if not h.strip().startswith("_")] == own:
-                # failed.csv is always a comma-separated UTF-8 file of one sheet.
-                return record, Mapping.from_json({**record.mapping.to_json(), "sheet": None})
-        return None
+    def _origin_runs(self, headers: list[str]) -> list[RunRecord]:
+        """The runs a fixed failed.csv may come from, newest first: those whose input had
+        its columns (less the _ ones)."""
+        own = [h.strip() for h in headers if not h.strip().startswith("_")]
+        return [r for r in self.data.records()
+                if [h.strip() for h in r.headers if not h.strip().startswith("_")] == own]
 
     # --- 4. Check ------------------------------------------------------------------------
 
@@ -246,7 +271,7 @@ class Pages:
         upload = self._upload(request)
         form = await request.post()
         sheet = str(form.get("sheet") or "") or None
-        preview = await asyncio.to_thread(read_preview, upload.path, sheet)
+        preview = await self.work(read_preview, upload.path, sheet)
         try:
             mapping = parse_mapping(form, preview.headers,  # type: ignore[arg-type]
                                     max_rate=self.config.rate,
@@ -255,14 +280,14 @@ class Pages:
             return self._mapping_again(upload, preview, form, str(e))
         out = self.data.check_folder(upload.id)
         options = mapping.options(upload.path, out=out, token=None, api_url=None,
-                                  dry_run=True)
+                                  dry_run=True, engaged_in=self._earlier_folders(upload))
         try:
-            summary = await asyncio.to_thread(run, options)
+            summary = await self.work(run, options)
         except BatchEngageError as e:
             return self._mapping_again(upload, preview, form, _shown(str(e), upload))
         (out / "mapping.json").write_text(json.dumps(mapping.to_json()), "utf-8")
         problems, bodies = await asyncio.to_thread(_check_details, out)
-        engaged = await asyncio.to_thread(self._engaged, upload, mapping.workflow_id)
+        engaged = summary.skipped.get(ALREADY_ENGAGED, 0)
         valid = summary.outcomes.get("valid", 0)
         return self.render(
             "check.html", upload=upload, mapping=mapping, summary=summary.to_json(),
@@ -270,22 +295,20 @@ class Pages:
             invalid=summary.outcomes.get("validation", 0),
             duplicates=summary.outcomes.get("duplicate", 0),
             hidden=summary.skipped.get(HIDDEN_IN_SHEET, 0),
-            engaged=engaged, to_send=max(0, valid - engaged),
-            seconds=(max(0, valid - engaged) / mapping.rate) if mapping.rate else None,
+            engaged=engaged, to_send=valid,
+            seconds=valid / mapping.rate if mapping.rate else None,
             warnings=summary.warnings,
         )
 
     def _earlier_runs(self, upload: Upload) -> list[RunRecord]:
-        """The runs of this upload: a Send skips whom they engaged (a test send, or a Send
-        pressed twice), so no profile is engaged twice from one file."""
-        return [r for r in self.data.records() if r.upload_id == upload.id]
+        """The runs of this upload, and of those a fixed failed.csv came from: Check counts
+        whom they engaged and Send skips them (a test send, a Send pressed twice, a
+        duplicate row left in failed.csv), so no profile is engaged twice from one file."""
+        uploads = {upload.id, *upload.origins}
+        return [r for r in self.data.records() if r.upload_id in uploads]
 
-    def _engaged(self, upload: Upload, workflow_id: int) -> int:
-        engaged: set[str] = set()
-        for record in self._earlier_runs(upload):
-            found = engaged_by(self.data.run_folder(record.id), workflow_id)
-            engaged.update(k for k, v in found.items() if v.state == "ok")
-        return len(engaged)
+    def _earlier_folders(self, upload: Upload) -> tuple[Path, ...]:
+        return tuple(self.data.run_folder(r.id) for r in self._earlier_runs(upload))
 
     def _mapping_again(self, upload: Upload, preview: Preview, form: Any,
                        message: str) -> web.Response:
@@ -321,7 +344,7 @@ class Pages:
         token = self.runner.token(str(form.get("token", "")).strip() or None)
         if token is None:
             raise web.HTTPBadRequest(text="Type the API token: this server has none.")
-        headers = await asyncio.to_thread(lambda: read_preview(upload.path, mapping.sheet).headers)
+        headers = (await self.work(read_preview, upload.path, mapping.sheet)).headers
         record = RunRecord(
             id=self.data.new_run_id(), upload_id=upload.id, input_name=upload.name,
             created_at=now_iso(), mapping=mapping, headers=headers, row_limit=row_limit,
@@ -443,10 +466,33 @@ class Pages:
         return web.json_response({"id": record.id, "status": status, "summary": summary})
 
 
-def _refused(summary: dict[str, Any] | None) -> bool:
-    """The run stopped because the API refused the token (or the account's access)."""
+def _refused(summary: dict[str, Any] | None) -> str:
+    """Why the API refused the token (or the account's access), when that stopped the run:
+    the API's words only; the library's advice after them is for the command line."""
+    errors = (summary or {}).get("errors") or {}
     stopped = (summary or {}).get("stopped") or ""
-    return "token" in stopped or "refused access" in stopped
+    for code in ("401", "403"):
+        if f"error {code}" in stopped or f"api_{code}" in errors:
+            found = re.search(r"\((error \d+[^)]*)\)", stopped)
+            return found.group(1) if found else f"error {code}"
+    return ""
+
+
+# The library's advice names command-line options; the page has none of them.
+_CLI_ADVICE = re.compile(r"; pass --allow-duplicates to send every row$")
+
+
+def for_the_page(text: str) -> str:
+    return _CLI_ADVICE.sub("", text)
+
+
+_ENCODINGS = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8 (with BOM)",
+              "cp1251": "Windows-1251 (Cyrillic)", "cp1252": "Windows-1252 (Western)",
+              "utf-16": "UTF-16", "utf-16-le": "UTF-16", "utf-16-be": "UTF-16"}
+
+
+def encoding_name(encoding: str) -> str:
+    return _ENCODINGS.get(encoding.lower(), encoding)
 
 
 def _check_details(out: Path) -> tuple[list[dict[str, str]], list[str]]:
@@ -454,7 +500,7 @@ def _check_details(out: Path) -> tuple[list[dict[str, str]], list[str]]:
     with (out / "failed.csv").open(encoding="utf-8-sig", newline="") as file:
         for row in csv.DictReader(file):
             problems.append({"row": row["_row"], "error": row["_error"],
-                             "text": row["_error_text"]})
+                             "text": for_the_page(row["_error_text"])})
             if len(problems) >= PROBLEM_ROWS:
                 break
     bodies = []
@@ -495,6 +541,7 @@ def make_app(config: ServeConfig) -> web.Application:
 
     async def on_shutdown(_app: web.Application) -> None:
         await pages.runner.shutdown()
+        pages.close()
 
     app.on_shutdown.append(on_shutdown)
     return app

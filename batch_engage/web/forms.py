@@ -83,14 +83,14 @@ def rows_from_guess(guess: Guess) -> list[ColumnRow]:
     return rows
 
 
-def rows_from_mapping(headers: list[str], mapping: Mapping) -> list[ColumnRow]:
+def rows_from_mapping(headers: list[str], mapping: Mapping, reason: str) -> list[ColumnRow]:
     renames = {h.strip().casefold(): n for h, n in mapping.columns.items()}
     rows = []
     for index, header in enumerate(headers):
         if header.strip().startswith("_"):
             continue  # a report's own columns: never sent
         role, key = role_of(renames.get(header.strip().casefold(), header))
-        rows.append(ColumnRow(index, header.strip(), role, key, "as in the earlier run"))
+        rows.append(ColumnRow(index, header.strip(), role, key, reason))
     return rows
 
 

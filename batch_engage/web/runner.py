@@ -139,10 +139,7 @@ class Runner:
         return True
 
     def status_on_disk(self, run_id: str) -> str:
-        summary = read_summary(self.data.run_folder(run_id))
-        if summary and summary.get("finished_at") and summary.get("stopped") is None:
-            return FINISHED
-        return STOPPED
+        return _ended(read_summary(self.data.run_folder(run_id)))
 
     def status(self, run_id: str) -> tuple[str, dict[str, Any] | None]:
         """``queued``, ``sending``, ``stopped`` or ``finished``, and the summary so far."""
@@ -150,10 +147,9 @@ class Runner:
         if live is not None and live.status == QUEUED:
             return QUEUED, None
         summary = read_summary(self.data.run_folder(run_id))
-        if live is not None:
-            return live.status if live.status in (QUEUED, SENDING) else \
-                self.status_on_disk(run_id), summary
-        return self.status_on_disk(run_id), summary
+        if live is not None and live.status == SENDING:
+            return SENDING, summary
+        return _ended(summary), summary
 
     async def shutdown(self) -> None:
         """Server stopping: stop every run as Ctrl-C would, so each can be resumed."""
@@ -162,6 +158,13 @@ class Runner:
         tasks = [live.task for live in self.live.values() if live.task is not None]
         if tasks:
             await asyncio.wait(tasks)
+
+
+def _ended(summary: dict[str, Any] | None) -> str:
+    """A run no task is sending: finished, or stopped (Stop, a refusal, a kill) for Resume."""
+    if summary and summary.get("finished_at") and summary.get("stopped") is None:
+        return FINISHED
+    return STOPPED
 
 
 def run_path(data: DataDir, run_id: str, name: str) -> Path | None:

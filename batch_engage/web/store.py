@@ -111,6 +111,9 @@ class Upload:
     path: Path
     size: int
     uploaded_at: str
+    origins: list[str] = field(default_factory=list)
+    """For a fixed failed.csv: the uploads whose runs it may have come from. Its Send skips
+    whom those runs engaged (a duplicate row left in the file is not engaged again)."""
 
 
 @dataclass
@@ -155,7 +158,7 @@ class DataDir:
 
     def save_upload(self, upload: Upload) -> None:
         meta = {"name": upload.name, "file": upload.path.name, "size": upload.size,
-                "uploaded_at": upload.uploaded_at}
+                "uploaded_at": upload.uploaded_at, "origins": upload.origins}
         _write_json(upload.path.parent / "upload.json", meta)
 
     def upload(self, upload_id: str) -> Upload | None:
@@ -167,7 +170,20 @@ class DataDir:
         except (OSError, ValueError):
             return None
         return Upload(upload_id, meta["name"], folder / meta["file"], meta["size"],
-                      meta["uploaded_at"])
+                      meta["uploaded_at"], meta["origins"])
+
+    def last_check(self, upload_id: str) -> Mapping | None:
+        """The mapping of the upload's latest Check, so going back keeps what was typed."""
+        checks = self.root / "uploads" / upload_id / "checks"
+        numbers = sorted((int(p.name) for p in checks.glob("*") if p.name.isdigit()),
+                         reverse=True) if checks.is_dir() else []
+        for number in numbers:
+            try:
+                data = json.loads((checks / str(number) / "mapping.json").read_text("utf-8"))
+            except (OSError, ValueError):
+                continue
+            return Mapping.from_json(data)
+        return None
 
     def check_folder(self, upload_id: str) -> Path:
         """A fresh folder for one Check (dry run) of an upload."""

@@ -213,7 +213,9 @@ def start_server(tmp_path: Path, start_mock: StartMock) -> Iterator[StartServer]
 # --- the browser ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps an event loop running in the main
+# thread while it is open, and the test modules after these call asyncio.run().
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     path = find_chromium()
     if path is None:

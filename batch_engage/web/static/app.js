@@ -33,6 +33,18 @@ document.addEventListener("DOMContentLoaded", () => {
     keyed();
   }
 
+  // Fields that only one matching mode uses are shown with it.
+  const matching = document.querySelector("select[name=matching]");
+  if (matching) {
+    const shown = () => {
+      for (const field of document.querySelectorAll("[data-for-matching]")) {
+        field.hidden = field.dataset.forMatching !== matching.value;
+      }
+    };
+    matching.addEventListener("change", shown);
+    shown();
+  }
+
   for (const select of document.querySelectorAll("select[data-autosubmit]")) {
     select.addEventListener("change", () => select.form.submit());
   }

@@ -870,3 +870,19 @@ def test_an_earlier_run_that_never_began_engaged_no_one(tmp_path: Path) -> None:
     sent: list[str] = []
     run(sending(data, tmp_path / "out", engaged_in=(never,)), transport=recording(sent))
     assert sent == ["a@example.com"]
+
+
+def test_a_dry_run_counts_the_rows_an_earlier_run_engaged_and_does_not_list_them(
+    tmp_path: Path
+) -> None:
+    """Check on the page, before the Send that follows a test send."""
+    data = emails(tmp_path, "a@example.com", "b@example.com", "c@example.com")
+    test = tmp_path / "test"
+    run(sending(data, test, row_limit=2), transport=recording([]))
+    summary = run(RunOptions(input=data, workflow_id=1, dry_run=True, out=tmp_path / "dry",
+                             engaged_in=(test,)))
+    assert summary.outcomes == Counter({"valid": 1})
+    assert summary.skipped == Counter({"already_engaged": 2})
+    assert [r["row"] for r in read_requests(tmp_path / "dry")] == [4]
+    assert [r["_reason"] for r in read_csv(tmp_path / "dry" / "skipped.csv")] == [
+        "already_engaged", "already_engaged"]

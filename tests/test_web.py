@@ -698,3 +698,44 @@ def test_send_pressed_twice_for_one_file_engages_no_one_twice(tmp_path: Path) ->
         assert "engaged" not in counts(html)
 
     page_test(tmp_path, test, mock=MockConfig(token=TOKEN, latency_ms=50))
+
+
+def test_attachment_files_are_added_beside_the_upload_and_sent(tmp_path: Path) -> None:
+    """The attachments sample: the page takes its files, and Check agrees with the CLI."""
+    async def test(page: Page) -> None:
+        await page.login()
+        response, html = await page.upload(SAMPLES / "attachments.csv")
+        upload = response.url.path
+        assert "Attachment files" in html
+        form = FormData()
+        for path in (SAMPLES / "files").iterdir():
+            form.add_field("files", io.BytesIO(path.read_bytes()), filename=path.name)
+        _, html = await page.post(f"{upload}/attachments", data=form)
+        assert "<li>order-1001.csv</li>" in html and "<li>日本.txt</li>" in html
+        html = await page.check(upload, workflow_id="12", matching="profile_id")
+        assert (counts(html)["valid"], counts(html)["invalid"]) == (2, 2)
+        assert "of this upload" in html and "--attach-dir" not in html
+        assert str(page.data) not in html  # no server folder shown
+        response, _ = await page.post(send_url(html), data={"kind": "full"})
+        await page.wait(response.url.path.rsplit("/", 1)[1], "finished")
+        assert sum(page.mock.stats.accepted.values()) == 2
+
+    page_test(tmp_path, test)
+
+
+@pytest.mark.parametrize("name", ["../escape.txt", ".hidden", "..", "a\\..\\..\\b.txt"])
+def test_an_attachment_name_is_a_plain_name_or_refused(tmp_path: Path, name: str) -> None:
+    async def test(page: Page) -> None:
+        await page.login()
+        response, _ = await page.upload(SAMPLES / "attachments.csv")
+        form = FormData()
+        form.add_field("files", io.BytesIO(b"x"), filename=name)
+        _, html = await page.post(f"{response.url.path}/attachments", data=form,
+                                  expect=(200 if name.endswith(".txt") else 400))
+        files = page.data / "uploads" / response.url.path.rsplit("/", 1)[1] / "files"
+        kept = sorted(p.name for p in files.iterdir())
+        assert kept == ([name.replace("\\", "/").rsplit("/", 1)[-1]]
+                        if name.endswith(".txt") else [])
+        assert not list(tmp_path.glob("escape.txt"))
+
+    page_test(tmp_path, test)

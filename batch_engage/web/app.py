@@ -15,6 +15,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 import jinja2
 from aiohttp import BodyPartReader, web
@@ -118,6 +119,21 @@ def read_preview(path: Path, sheet: str | None) -> Preview:
         )
 
 
+def browser_name(given: str) -> str:
+    """A file name as the browser meant it: some clients %-encode it (aiohttp always,
+    Chromium a quote or a line break), and Windows ones send a whole path."""
+    return unquote(given).replace("\\", "/")
+
+
+def attachment_name(given: str) -> str | None:
+    """The name an attachment is kept under: the browser's file name, which the
+    spreadsheet's attach cells refer to, when it is a plain name; None otherwise."""
+    name = browser_name(given).rsplit("/", 1)[-1].strip()
+    if not name or name.startswith(".") or "\0" in name or len(name.encode()) > 255:
+        return None
+    return name
+
+
 def _shown(message: str, upload: Upload) -> str:
     """The library names the file we saved; the marketer knows it by their own name."""
     return message.replace(upload.path.name, upload.name)
@@ -189,7 +205,7 @@ class Pages:
             part = await reader.next()
         if not isinstance(part, BodyPartReader) or not part.filename:
             return self._refuse_upload("Choose a spreadsheet to upload.")
-        name = os.path.basename(part.filename.replace("\\", "/")) or "upload"
+        name = browser_name(part.filename).rsplit("/", 1)[-1] or "upload"
         # Only the suffix of the browser's name is kept, so the reader can judge the kind
         # of file (and refuse an .xls with the CLI's own advice).
         suffix = Path(name).suffix.lower()
@@ -227,9 +243,42 @@ class Pages:
 
     # --- 2-3. what was read, and the mapping ----------------------------------------------
 
-    async def read(self, request: web.Request) -> web.Response:
+    async def attach(self, request: web.Request) -> web.StreamResponse:
+        """Files the spreadsheet's ``attach`` column names, kept beside the upload."""
         upload = self._upload(request)
-        sheet = request.query.get("sheet") or None
+        folder = self.data.attachments(upload.id)
+        folder.mkdir(mode=0o700, exist_ok=True)
+        limit = int(self.config.max_upload_mb * 1024 * 1024)
+        used = sum(p.stat().st_size for p in folder.iterdir())
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader) or not part.filename:
+                continue
+            name = attachment_name(part.filename)
+            if name is None:
+                return await self._read_page(upload, None, status=400, error=(
+                    f"{part.filename!r} cannot be an attachment's name; rename the file"))
+            path = folder / name
+            tmp = folder / f".{name}.part"
+            with tmp.open("wb") as file:
+                while chunk := await part.read_chunk(_CHUNK):
+                    used += len(chunk)
+                    if used > limit:
+                        break
+                    file.write(chunk)
+            if used > limit:
+                tmp.unlink()
+                return await self._read_page(upload, None, status=413, error=(
+                    f"The attachments add up to more than {self.config.max_upload_mb:g} MB, "
+                    "the most this server accepts for one upload (--max-upload-mb)."))
+            tmp.replace(path)
+        raise web.HTTPSeeOther(f"/uploads/{upload.id}")
+
+    async def read(self, request: web.Request) -> web.Response:
+        return await self._read_page(self._upload(request), request.query.get("sheet") or None)
+
+    async def _read_page(self, upload: Upload, sheet: str | None, *, status: int = 200,
+                         error: str | None = None) -> web.Response:
         try:
             preview = await self.work(read_preview, upload.path, sheet)
         except BatchEngageError as e:
@@ -251,8 +300,15 @@ class Pages:
             mapping = Mapping(workflow_id=0, matching=guess.matching,
                               phone_region=guess.phone_region, sheet=preview.sheet,
                               rate=self.config.rate, concurrency=self.config.concurrency)
-        return self.render("read.html", upload=upload, preview=preview, columns=columns,
-                           mapping=mapping, earlier=record, **self._form_choices())
+        return self.render("read.html", status=status, error=error, upload=upload,
+                           preview=preview, columns=columns, mapping=mapping, earlier=record,
+                           attachments=self._attachments(upload), **self._form_choices())
+
+    def _attachments(self, upload: Upload) -> list[str]:
+        folder = self.data.attachments(upload.id)
+        if not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
 
     def _form_choices(self) -> dict[str, Any]:
         return {"roles": ROLES, "matchings": MATCHINGS, "max_rate": self.config.rate,
@@ -280,13 +336,15 @@ class Pages:
             return self._mapping_again(upload, preview, form, str(e))
         out = self.data.check_folder(upload.id)
         options = mapping.options(upload.path, out=out, token=None, api_url=None,
-                                  dry_run=True, engaged_in=self._earlier_folders(upload))
+                                  attach_dir=self.data.attachments(upload.id), dry_run=True,
+                                  engaged_in=self._earlier_folders(upload))
         try:
             summary = await self.work(run, options)
         except BatchEngageError as e:
             return self._mapping_again(upload, preview, form, _shown(str(e), upload))
         (out / "mapping.json").write_text(json.dumps(mapping.to_json()), "utf-8")
-        problems, bodies = await asyncio.to_thread(_check_details, out)
+        problems, bodies = await asyncio.to_thread(
+            _check_details, out, self.data.attachments(upload.id))
         engaged = summary.skipped.get(ALREADY_ENGAGED, 0)
         valid = summary.outcomes.get("valid", 0)
         return self.render(
@@ -323,7 +381,7 @@ class Pages:
                               concurrency=self.config.concurrency)
         return self.render("read.html", status=400, upload=upload, preview=preview,
                            columns=columns, mapping=mapping, earlier=None, error=message,
-                           form=form, **self._form_choices())
+                           attachments=self._attachments(upload), **self._form_choices())
 
     # --- 5. Send and Test send -----------------------------------------------------------
 
@@ -399,7 +457,8 @@ class Pages:
         folder = self.data.run_folder(record.id)
         downloads = [name for name in DOWNLOADS if (folder / name).is_file()]
         return self.render("run.html", record=record, state=state, downloads=downloads,
-                           refused=_refused(state["summary"]), token_hint=self.config.token_hint)
+                           refused=_refused(state["summary"]), token_hint=self.config.token_hint,
+                           attachments=self.data.attachments(record.upload_id))
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         record = self._record(request)
@@ -478,12 +537,21 @@ def _refused(summary: dict[str, Any] | None) -> str:
     return ""
 
 
-# The library's advice names command-line options; the page has none of them.
-_CLI_ADVICE = re.compile(r"; pass --allow-duplicates to send every row$")
+# The library's advice names command-line options and folders; the page has neither.
+_CLI_ADVICE = (
+    ("; pass --allow-duplicates to send every row", ""),
+    ("or pass --attach-dir with the folder that holds it",
+     "or add the file under Attachment files"),
+    ("move the file into that folder", "name the file alone, without a folder"),
+)
 
 
-def for_the_page(text: str) -> str:
-    return _CLI_ADVICE.sub("", text)
+def for_the_page(text: str, attachments: Path | None = None) -> str:
+    if attachments is not None:
+        text = text.replace(str(attachments.resolve()), "of this upload")
+    for advice, instead in _CLI_ADVICE:
+        text = text.replace(advice, instead)
+    return text
 
 
 _ENCODINGS = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8 (with BOM)",
@@ -495,12 +563,12 @@ def encoding_name(encoding: str) -> str:
     return _ENCODINGS.get(encoding.lower(), encoding)
 
 
-def _check_details(out: Path) -> tuple[list[dict[str, str]], list[str]]:
+def _check_details(out: Path, attachments: Path) -> tuple[list[dict[str, str]], list[str]]:
     problems = []
     with (out / "failed.csv").open(encoding="utf-8-sig", newline="") as file:
         for row in csv.DictReader(file):
             problems.append({"row": row["_row"], "error": row["_error"],
-                             "text": for_the_page(row["_error_text"])})
+                             "text": for_the_page(row["_error_text"], attachments)})
             if len(problems) >= PROBLEM_ROWS:
                 break
     bodies = []
@@ -527,6 +595,7 @@ def make_app(config: ServeConfig) -> web.Application:
     app.router.add_get("/", pages.home)
     app.router.add_post("/upload", pages.upload)
     app.router.add_get("/uploads/{upload}", pages.read)
+    app.router.add_post("/uploads/{upload}/attachments", pages.attach)
     app.router.add_post("/uploads/{upload}/check", pages.check)
     app.router.add_post("/uploads/{upload}/checks/{check}/send", pages.send)
     app.router.add_get("/runs", pages.runs)

@@ -117,6 +117,7 @@ class Runner:
         try:
             options = record.mapping.options(
                 upload.path, out=out, token=token, api_url=self.api_url, resume=resume,
+                attach_dir=self.data.attachments(upload.id),
                 row_limit=record.row_limit,
                 engaged_in=tuple(self.data.run_folder(r) for r in record.engaged_in))
             await run_async(options, on_progress=on_progress, control=live.control)

@@ -66,14 +66,15 @@ class Mapping:
                       "content": tuple((str(k), str(v)) for k, v in data["content"])})
 
     def options(self, input_path: Path, *, out: Path, token: Secret | None,
-                api_url: str | None, dry_run: bool = False, resume: bool = False,
-                row_limit: int | None = None, engaged_in: tuple[Path, ...] = ()
-                ) -> RunOptions:
+                api_url: str | None, attach_dir: Path, dry_run: bool = False,
+                resume: bool = False, row_limit: int | None = None,
+                engaged_in: tuple[Path, ...] = ()) -> RunOptions:
         return RunOptions(
             input=input_path, workflow_id=self.workflow_id, api_url=api_url, token=token,
             matching=self.matching, field_name=self.field_name,
             resource_id=self.resource_id, phone_region=self.phone_region,
             content=self.content, sheet=self.sheet, columns=self.columns,
+            attach_dir=attach_dir,
             rate_per_second=self.rate, max_in_flight=self.concurrency, out=out,
             dry_run=dry_run, quiet=True, resume=resume, row_limit=row_limit,
             engaged_in=engaged_in,
@@ -184,6 +185,10 @@ class DataDir:
                 continue
             return Mapping.from_json(data)
         return None
+
+    def attachments(self, upload_id: str) -> Path:
+        """Where the files an upload's ``attach`` column names are kept (its attach_dir)."""
+        return self.root / "uploads" / upload_id / "files"
 
     def check_folder(self, upload_id: str) -> Path:
         """A fresh folder for one Check (dry run) of an upload."""

@@ -711,10 +711,12 @@ def test_attachment_files_are_added_beside_the_upload_and_sent(tmp_path: Path) -
         for path in (SAMPLES / "files").iterdir():
             form.add_field("files", io.BytesIO(path.read_bytes()), filename=path.name)
         _, html = await page.post(f"{upload}/attachments", data=form)
-        assert "<li>order-1001.csv</li>" in html and "<li>日本.txt</li>" in html
+        assert "<li>order-1001.csv</li>" in html
+        assert "<li>日本.txt</li>" in html
         html = await page.check(upload, workflow_id="12", matching="profile_id")
         assert (counts(html)["valid"], counts(html)["invalid"]) == (2, 2)
-        assert "of this upload" in html and "--attach-dir" not in html
+        assert "of this upload" in html
+        assert "--attach-dir" not in html
         assert str(page.data) not in html  # no server folder shown
         response, _ = await page.post(send_url(html), data={"kind": "full"})
         await page.wait(response.url.path.rsplit("/", 1)[1], "finished")
@@ -730,7 +732,7 @@ def test_an_attachment_name_is_a_plain_name_or_refused(tmp_path: Path, name: str
         response, _ = await page.upload(SAMPLES / "attachments.csv")
         form = FormData()
         form.add_field("files", io.BytesIO(b"x"), filename=name)
-        _, html = await page.post(f"{response.url.path}/attachments", data=form,
+        _, _html = await page.post(f"{response.url.path}/attachments", data=form,
                                   expect=(200 if name.endswith(".txt") else 400))
         files = page.data / "uploads" / response.url.path.rsplit("/", 1)[1] / "files"
         kept = sorted(p.name for p in files.iterdir())
@@ -739,3 +741,40 @@ def test_an_attachment_name_is_a_plain_name_or_refused(tmp_path: Path, name: str
         assert not list(tmp_path.glob("escape.txt"))
 
     page_test(tmp_path, test)
+
+
+def test_tabs_get_live_progress_as_server_sent_events_until_the_run_ends(
+    tmp_path: Path
+) -> None:
+    async def read_events(page: Page, run_id: str) -> list[dict[str, Any]]:
+        events = []
+        async with page.client.get(f"/runs/{run_id}/events") as response:
+            assert response.headers["Content-Type"] == "text/event-stream"
+            async for line in response.content:
+                if line.startswith(b"data: "):
+                    events.append(json.loads(line[6:]))
+        return events
+
+    async def test(page: Page) -> None:
+        await page.login()
+        response, _ = await page.upload(emails_csv(tmp_path, 12, bad=1))
+        html = await page.check(response.url.path, workflow_id="3", rate="6")
+        run_id = (await page.post(send_url(html), data={"kind": "full"}))[0].url.path
+        run_id = run_id.rsplit("/", 1)[1]
+        tabs = await asyncio.gather(*(read_events(page, run_id) for _ in range(3)))
+        for events in tabs:
+            assert {e["status"] for e in events[:-1]} <= {"queued", "sending"}
+            last = events[-1]
+            assert (last["status"], last["summary"]["outcomes"]) == (
+                "finished", {"ok": 12, "validation": 1})
+            live = [e["progress"] for e in events if e["progress"]]
+            assert len(live) >= 3  # the rows arrive over two seconds at 6 a second
+            done = [p["done"] for p in live]
+            assert done == sorted(done)
+            assert live[-1]["total"] == 13
+            assert live[-1]["text"]["done"] == f"{live[-1]['done']} of 13 rows"
+            failed = [p for p in live if p["failed"]]
+            assert failed
+            assert failed[-1]["errors"][0]["error"] == "invalid_email"
+
+    page_test(tmp_path, test, rate=6)

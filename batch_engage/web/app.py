@@ -34,7 +34,7 @@ from .forms import (
     rows_from_guess,
     rows_from_mapping,
 )
-from .runner import DOWNLOADS, SENDING, STOPPED, Runner, run_path
+from .runner import DOWNLOADS, QUEUED, SENDING, STOPPED, Runner, run_path
 from .security import security_middleware
 from .store import DataDir, Mapping, RunRecord, Upload, now_iso
 
@@ -419,10 +419,14 @@ class Pages:
             raise web.HTTPNotFound(text="No such run.")
         return record
 
-    def _state(self, record: RunRecord) -> dict[str, Any]:
-        """What a tab shows of a run, live or on disk; also what server-sent events carry."""
-        status, summary = self.runner.status(record.id)
+    def _state(self, record: RunRecord, *, live_only: bool = False) -> dict[str, Any]:
+        """What a tab shows of a run, live or on disk; also what server-sent events carry
+        (``live_only``: a sending run's summary.json is not read, its events say more)."""
         live = self.runner.live.get(record.id)
+        if live_only and live is not None and live.status in (QUEUED, SENDING):
+            status, summary = live.status, None
+        else:
+            status, summary = self.runner.status(record.id)
         event = live.event if live is not None else None
         state: dict[str, Any] = {
             "id": record.id, "status": status, "summary": summary,
@@ -467,11 +471,15 @@ class Pages:
         await response.prepare(request)
         while True:
             live = self.runner.live.get(record.id)
-            changed = live.changed if live is not None else None
-            state = self._state(record)
-            await response.write(f"data: {json.dumps(state)}\n\n".encode())
-            if changed is None:
-                break  # the run is over: the tab reloads to show Done
+            if live is None:  # the run is over: the tab reloads to show Done
+                state = json.dumps(self._state(record))
+                await response.write(f"data: {state}\n\n".encode())
+                break
+            changed = live.changed
+            if live.message is None:
+                state = json.dumps(self._state(record, live_only=True))
+                live.message = f"data: {state}\n\n".encode()
+            await response.write(live.message)
             try:
                 await asyncio.wait_for(changed.wait(), timeout=15)
             except TimeoutError:

@@ -42,9 +42,12 @@ class LiveRun:
     """A run that could not start (the input file changed...): what went wrong."""
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    message: bytes | None = None
+    """The server-sent event every tab gets for the current state: made once, not per tab."""
 
     def publish(self) -> None:
         """Wake every tab that watches; each makes a new wait after reading."""
+        self.message = None
         self.changed.set()
         self.changed = asyncio.Event()
 

@@ -119,9 +119,10 @@ async def serving(tmp_path: Path, *, mock: MockConfig | None = None, token: str 
     server = MockServer(mock or MockConfig(token=TOKEN))
     runner, url = await server.start()
     data = tmp_path / "data"
+    config.setdefault("api_url", url)
     app = make_app(ServeConfig(
-        data_dir=data, access_key=KEY, api_url=url,
-        token=lambda: Secret(token) if token else None, **config))
+        data_dir=data, access_key=KEY, token=lambda: Secret(token) if token else None,
+        **config))
     try:
         async with TestClient(TestServer(app)) as client:
             yield Page(client, server, data)
@@ -778,3 +779,15 @@ def test_tabs_get_live_progress_as_server_sent_events_until_the_run_ends(
             assert failed[-1]["errors"][0]["error"] == "invalid_email"
 
     page_test(tmp_path, test, rate=6)
+
+
+def test_a_server_without_an_api_url_checks_files_but_offers_no_send(tmp_path: Path) -> None:
+    async def test(page: Page) -> None:
+        await page.login()
+        response, _ = await page.upload(emails_csv(tmp_path, 2))
+        html = await page.check(response.url.path, workflow_id="3")
+        assert counts(html)["valid"] == 2
+        assert "can check files but not send them" in html
+        assert "/send" not in html
+
+    page_test(tmp_path, test, api_url=None)

@@ -353,7 +353,7 @@ class Pages:
             invalid=summary.outcomes.get("validation", 0),
             duplicates=summary.outcomes.get("duplicate", 0),
             hidden=summary.skipped.get(HIDDEN_IN_SHEET, 0),
-            engaged=engaged, to_send=valid,
+            engaged=engaged, to_send=valid, can_send=self.config.api_url is not None,
             seconds=valid / mapping.rate if mapping.rate else None,
             warnings=summary.warnings,
         )

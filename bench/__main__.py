@@ -16,6 +16,12 @@
   peak RSS (targets: pandas takes at least 5x the reader's time on 100,000 rows; the dry
   run stays under 300 MB on the big one). Slow baselines are skipped on the big file. The
   table also goes to ``bench/RESULTS.md``.
+- ``web``: ``batch-engage serve --rate 0`` and the mock API as processes of their own. The
+  Check of a 100,000-row CSV (target: under 5 s) while another connection GETs ``/runs``
+  every 20 ms (target: max latency under 200 ms), next to the CLI's dry run and the idle
+  page, with the data folder empty and then holding the runs; a 20,000-row run watched by
+  three event-stream tabs and by none, alternately (target: at least 95% of the unwatched
+  rate). The table also goes to ``bench/RESULTS.md``.
 
 Peak RSS is each process's own: commands start from the small ``bench/spawn.py``, since
 Linux would count this process's memory in a child it starts directly.
@@ -45,6 +51,7 @@ import openpyxl
 import pandas as pd
 
 from bench.common import DATA, id_config, run_cli
+from bench.web import bench_web
 from bench.xlsx import bench_xlsx
 
 # batch_engage is imported where it is used: the xlsx section still measures its baselines
@@ -221,7 +228,7 @@ def bench_throughput(rows: int, concurrency: int, latency_ms: float, stamp: str)
           f"({best_bare:.2f} s: send only); batch-engage: {best_bare / best_journal:.0%} of it")
 
 
-SECTIONS = ("dry-run", "rate", "throughput", "xlsx")
+SECTIONS = ("dry-run", "rate", "throughput", "xlsx", "web")
 
 
 def main() -> None:
@@ -238,6 +245,14 @@ def main() -> None:
                              "[default: 1,048,575: 1,048,576 with the header, Excel's limit]")
     parser.add_argument("--rate-rows", type=int, default=1000)
     parser.add_argument("--send-rows", type=int, default=20_000)
+    parser.add_argument("--web-check-rows", type=int, default=100_000,
+                        help="rows of the CSV the web section checks [default: 100,000]")
+    parser.add_argument("--web-send-rows", type=int, default=20_000,
+                        help="rows of the web section's runs [default: 20,000]")
+    parser.add_argument("--web-rounds", type=int, default=3,
+                        help="runs with no tab and with three tabs, each [default: 3]")
+    parser.add_argument("--web-concurrency", type=int, default=8,
+                        help="serve --concurrency in the web section [default: 8, serve's]")
     args = parser.parse_args()
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
@@ -257,6 +272,9 @@ def main() -> None:
             bench_throughput(args.send_rows, 32, latency_ms, stamp)
     if "xlsx" in args.sections:
         bench_xlsx(args.xlsx_rows, args.xlsx_max_rows, stamp)
+    if "web" in args.sections:
+        bench_web(args.web_check_rows, args.web_send_rows, args.web_rounds,
+                  args.web_concurrency, stamp)
 
 
 if __name__ == "__main__":

@@ -267,8 +267,8 @@ def _judge(index: int, header: str, values: list[str]) -> _Column:
     elif (known := KNOWN_NAMES.get(_normal(header))) is not None:
         column = _Column(index, header, known[0], f"header {header!r} means {known[1]}", rank=1)
     else:
-        column = _Column(index, header, None, f"{header!r} is not a name batch-engage knows, so it is "
-                                              "not sent")
+        column = _Column(index, header, None,
+                         f"{header!r} is not a name batch-engage knows, so it is not sent")
     if column.name is None or column.role in ("email", "phone"):
         _judge_values(column, values)
     return column

@@ -32,7 +32,7 @@ from .journal import (
     stored_options,
 )
 from .limiter import RateLimiter
-from .mapper import IDENTIFIER_COLUMN, Mapper, Request, RowError
+from .mapper import IDENTIFIER_COLUMN, Mapper, Request, RowError, identity
 from .options import RunOptions
 from .progress import Listener, Progress, ProgressBar
 from .reader import EXCEL_SUFFIXES, Record, Table, open_table
@@ -133,7 +133,7 @@ class _Run:
     def engaged_before(self, record: Record, request: Request, skipped: SkippedReport,
                        failed: FailedReport, progress: Progress) -> bool:
         """Report a row that an earlier run (a test send) engaged, or may have."""
-        before = self.engaged.get(request.identifier)
+        before = self.engaged.get(identity(self.options.matching, request.identifier))
         if before is None:
             return False
         if before.state == "ok":
@@ -283,7 +283,9 @@ async def _heartbeat(progress: Progress) -> None:
 def _engaged_before(options: RunOptions) -> dict[str, Engaged]:
     engaged: dict[str, Engaged] = {}
     for out in options.engaged_in:
-        engaged.update(engaged_by(out, options.workflow_id))
+        for identifier, earlier in engaged_by(out, options.workflow_id,
+                                              options.matching.value).items():
+            engaged[identity(options.matching, identifier)] = earlier
     return engaged
 
 

@@ -168,15 +168,17 @@ class Engaged:
     completed_at: str
 
 
-def engaged_by(out: Path, workflow_id: int | None) -> dict[str, Engaged]:
+def engaged_by(out: Path, workflow_id: int | None, matching: str) -> dict[str, Engaged]:
     """The identifiers the run in ``out`` engaged (or may have) for ``workflow_id``.
 
-    Another workflow's engagements do not count: the same profile may be engaged in each.
-    A run that never began (it waited in a queue) engaged no one.
+    Another workflow's engagements do not count: the same profile may be engaged in each;
+    nor do another matching mode's (its identifiers are another kind). A run that never
+    began (it waited in a queue) engaged no one.
     """
     if not (out / JOURNAL_NAME).is_file():
         return {}
-    if stored_options(out).get("workflow_id") != workflow_id:
+    stored = stored_options(out)
+    if (stored.get("workflow_id"), stored.get("matching")) != (workflow_id, matching):
         return {}
     reader = _read_only(out / JOURNAL_NAME)
     try:

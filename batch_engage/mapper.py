@@ -88,6 +88,17 @@ def parse_json_cell(text: str) -> Any:
     return text
 
 
+def identity(matching: Matching, identifier: str) -> str:
+    """An identifier as sent, as duplicates are judged: emails regardless of case (the API
+    matches them so), a custom request by its JSON value, the rest exactly. An earlier run's
+    engagements are looked up the same way."""
+    if matching is Matching.EMAIL:
+        return identifier.casefold()
+    if matching is Matching.CUSTOM_REQUEST:
+        return json.dumps(parse_json_cell(identifier), sort_keys=True, ensure_ascii=False)
+    return identifier
+
+
 def parse_bool(text: str) -> bool | None:
     folded = text.strip().casefold()
     if folded in _TRUE:
@@ -359,7 +370,7 @@ class Mapper:
                                    ) from None
             body["matching"] = "email"
             body["email"] = text
-            return text, text.casefold()
+            return text, identity(mode, text)
         if mode is Matching.PHONE:
             phone = self._phone(raw, column)
             body["matching"] = "phone"

@@ -25,7 +25,7 @@ import aiohttp
 import openpyxl
 import pytest
 
-from batch_engage import InputFileError, RunOptions, Secret, UsageError, open_table, run
+from batch_engage import InputFileError, Matching, RunOptions, Secret, UsageError, open_table, run
 from batch_engage import job as job_module
 from batch_engage.job import default_out
 from batch_engage.journal import JOURNAL_NAME
@@ -886,3 +886,26 @@ def test_a_dry_run_counts_the_rows_an_earlier_run_engaged_and_does_not_list_them
     assert [r["row"] for r in read_requests(tmp_path / "dry")] == [4]
     assert [r["_reason"] for r in read_csv(tmp_path / "dry" / "skipped.csv")] == [
         "already_engaged", "already_engaged"]
+
+
+def test_an_earlier_run_counts_an_email_in_any_case_as_the_same_profile(tmp_path: Path) -> None:
+    """A fixed failed.csv that keeps its duplicate row (JOHN.DOE@... after john.doe@...)."""
+    first = write_csv(tmp_path / "a.csv", "email\njohn.doe@example.com\n")
+    run(sending(first, tmp_path / "a"), transport=recording([]))
+    again = write_csv(tmp_path / "b.csv", "email\nJOHN.DOE@Example.com\nnew@example.com\n")
+    sent: list[str] = []
+    summary = run(sending(again, tmp_path / "b", engaged_in=(tmp_path / "a",)),
+                  transport=recording(sent))
+    assert sent == ["new@example.com"]
+    assert summary.skipped == Counter({"already_engaged": 1})
+    # Matched by profile id, the same text is another kind of identifier: not skipped.
+    ids = write_csv(tmp_path / "c.csv", "profile_id\njohn.doe@example.com\n")
+    by_id: list[str] = []
+
+    async def profile_ids(body: bytes) -> Answer:
+        by_id.append(json.loads(body)["profile_id"])
+        return OK
+
+    run(sending(ids, tmp_path / "c", engaged_in=(tmp_path / "a",), matching=Matching.PROFILE_ID),
+        transport=profile_ids)
+    assert by_id == ["john.doe@example.com"]

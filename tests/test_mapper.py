@@ -10,7 +10,7 @@ import pytest
 
 from batch_engage.attachments import MAX_BODY_BYTES
 from batch_engage.errors import InputFileError, UsageError
-from batch_engage.mapper import Mapper, Request, RowError, parse_json_cell
+from batch_engage.mapper import Mapper, Request, RowError, identity, parse_json_cell
 from batch_engage.options import Matching, RunOptions
 from batch_engage.reader import Record
 
@@ -529,3 +529,17 @@ def test_a_row_too_large_to_send_does_not_claim_its_identifier(tmp_path: Path) -
     e = error(m.map(rec(4, "a@b.co", "again")))
     assert e.error == "duplicate"
     assert "repeats row 3" in e.text
+
+
+@pytest.mark.parametrize(("matching", "identifier", "same_as"), [
+    (Matching.EMAIL, "John.Doe@Example.COM", "john.doe@example.com"),
+    (Matching.PHONE, "+79001234567", "+79001234567"),
+    (Matching.PROFILE_ID, "AbC", "AbC"),
+    (Matching.CUSTOM, "CRM-1", "CRM-1"),
+    (Matching.CUSTOM_REQUEST, '{"b": 1, "a": "x"}', '{"a": "x", "b": 1}'),
+])
+def test_identity_is_how_duplicates_and_earlier_engagements_are_judged(
+    matching: Matching, identifier: str, same_as: str
+) -> None:
+    assert identity(matching, identifier) == identity(matching, same_as)
+    assert identity(Matching.PROFILE_ID, "AbC") != identity(Matching.PROFILE_ID, "abc")

@@ -114,8 +114,13 @@ class Runner:
         resume = resume and (out / JOURNAL_NAME).exists()
 
         def on_progress(event: ProgressEvent) -> None:
+            if live.event is None:  # the run has its folder now: the mapping goes in it
+                write_mapping()
             live.event = event
             live.publish()
+
+        def write_mapping() -> None:
+            (out / "mapping.toml").write_text(record.mapping.toml(record.input_name), "utf-8")
 
         try:
             options = record.mapping.options(
@@ -131,8 +136,7 @@ class Runner:
             live.error = "an unexpected error stopped the run; the server's log has details"
         finally:
             if out.exists():  # not when the run was refused before it began
-                (out / "mapping.toml").write_text(record.mapping.toml(record.input_name),
-                                                  "utf-8")
+                write_mapping()
 
     def stop(self, run_id: str) -> bool:
         live = self.live.get(run_id)

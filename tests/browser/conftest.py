@@ -255,6 +255,8 @@ class Shots:
         if self.folder is None:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
+        if full_page:  # no focus ring on the field filled last
+            page.evaluate("document.activeElement?.blur()")
         page.screenshot(path=self.folder / f"{name}.png", full_page=full_page,
                         animations="disabled")
 

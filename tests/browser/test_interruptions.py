@@ -47,6 +47,7 @@ def test_stop_then_resume_engages_every_row_once(page: Page, start_mock: StartMo
     shot(page, "05-progress")
     page.get_by_role("button", name="Stop").click()
     wait_stopped(page)
+    expect(page.get_by_text("You stopped this run.")).to_be_visible()
     shot(page, "08-stopped")
     stopped_at = mock.stats()["accepted_total"]
     assert 8 <= stopped_at < 30
@@ -91,6 +92,7 @@ def test_server_killed_mid_run_then_resumed(page: Page, start_mock: StartMock,
     assert 1 <= len(in_flight) <= 4, in_flight
     time.sleep(1.5)  # the mock finishes what reached it, answering a closed connection
     accepted_at_kill = mock.stats()["accepted"]
+    assert 10 <= sum(accepted_at_kill.values()) < 40
 
     server.start()  # a new port and key, the same data folder
     page.goto(server.url)
@@ -101,6 +103,8 @@ def test_server_killed_mid_run_then_resumed(page: Page, start_mock: StartMock,
     shot(page, "07-runs")
     assert [(r["id"], r["status"]) for r in server.api("/api/runs")] == [(run_id, "stopped")]
     stopped.get_by_role("link", name="Resume").click()
+    expect(page.get_by_role("alert")).to_contain_text("This run did not finish")
+    shot(page, "13-server-killed")
     page.get_by_role("button", name="Resume").click()
     wait_done(page)
 
@@ -132,7 +136,7 @@ def test_refused_token_then_fixed_and_resumed(page: Page, start_mock: StartMock,
     wait_stopped(page)
     shot(page, "09-token-refused")
     message = page.get_by_role("alert")
-    expect(message).to_contain_text("token")
+    expect(message).to_contain_text("The API refused the token")
     expect(message).to_contain_text(str(server.token_file))  # where the right one goes
     assert mock.stats()["accepted_total"] == 0
     assert server.api(f"/api/runs/{run_id}")["status"] == "stopped"

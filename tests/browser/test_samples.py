@@ -1,8 +1,7 @@
 """Flow 1: each sample through the page, upload to Done, against the CLI and the mock API.
 
-samples/attachments.csv is not here: its ``attach`` paths are relative to the sample's own
-folder, and an upload is copied into the data folder, where those files are not; the page
-has no way to give an attachment folder or upload the files (see the report of this test).
+samples/attachments.csv names files of samples/files/ in its ``attach`` column: the page
+gets them through its "Attachment files" input, as a marketer adds them.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from .conftest import (
     download,
     fill,
     read_json,
+    read_report,
     send,
     upload,
     wait_done,
@@ -35,9 +35,32 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 # What a sample's config sets that a guess from the headers cannot know, by field label.
 _FIELDS = {"workflow_id": "Workflow id", "resource_id": "Resource id",
            "phone_region": "Phone region"}
+# The encoding "What was read" names, for a text file.
+_ENCODINGS = {"customers.csv": "UTF-8", "clients_cp1251.csv": "Windows-1251 (Cyrillic)",
+              "attachments.csv": "UTF-8"}
 
 
-@pytest.mark.parametrize("name", ["customers.csv", "clients_cp1251.csv", "phones.xlsx"])
+def _problems(report: Path) -> list[tuple[str, str, str]]:
+    return [(r["_row"], r["_stage"], r["_error"]) for r in read_report(report)]
+
+
+def add_attachments(page: Page, folder: Path, shot: Shots | None) -> None:
+    """Add every file of ``folder`` with the page's "Attachment files" input."""
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    section = page.get_by_role("region", name="Attachment files")
+    expect(section).to_be_visible()  # shown because a column was guessed as attachments
+    section.get_by_label("Attachment files").set_input_files(files)
+    section.get_by_role("button", name="Add files").click()
+    listed = section.get_by_role("listitem")
+    expect(listed).to_have_count(len(files))
+    names = sorted(p.name for p in files)
+    assert sorted(listed.all_inner_texts()) == names
+    if shot:
+        shot(page, "12-attachments")
+
+
+@pytest.mark.parametrize("name", ["customers.csv", "clients_cp1251.csv", "phones.xlsx",
+                                  "attachments.csv"])
 def test_sample_from_upload_to_done(name: str, page: Page, start_mock: StartMock,
                                     start_server: StartServer, shot: Shots,
                                     tmp_path: Path) -> None:
@@ -59,7 +82,13 @@ def test_sample_from_upload_to_done(name: str, page: Page, start_mock: StartMock
     server = start_server(mock)
     steps = shot if name == "customers.csv" else None
     upload(page, server, sample, steps)
+    if name in _ENCODINGS:
+        fact = page.locator("dl div").filter(has=page.locator("dt", has_text="Encoding"))
+        expect(fact.locator("dd")).to_have_text(_ENCODINGS[name])
+    if "attach_dir" in config:
+        add_attachments(page, config_path.parent / config["attach_dir"], shot)
     expect(page.get_by_label("Matching")).to_have_value(config.get("matching", "email"))
+    expect(page.get_by_label("Custom field name")).to_be_hidden()  # for Custom field only
     fill(page, {label: str(config[key]) for key, label in _FIELDS.items() if key in config})
     if steps:
         steps(page, "02-mapping")
@@ -91,6 +120,7 @@ def test_sample_from_upload_to_done(name: str, page: Page, start_mock: StartMock
     for link in names:
         assert download(page, link) == (folder / link).read_bytes(), link
 
+    assert _problems(folder / "failed.csv") == _problems(dry / "failed.csv")
     summary = read_json(folder / "summary.json")
     stats = mock.stats()
     assert stats["accepted"] == dict.fromkeys(identifiers, 1)

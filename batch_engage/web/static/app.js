@@ -79,6 +79,7 @@ document.addEventListener("DOMContentLoaded", () => {
       for (const name of ["done", "ok", "failed", "rate", "left", "retries"]) {
         field(name).textContent = progress.text[name];
       }
+      live.querySelector("[data-bad-above-zero]").classList.toggle("bad", progress.failed > 0);
       const errors = field("errors");
       errors.replaceChildren();
       if (progress.errors.length) {

@@ -8,6 +8,7 @@ token at the end.
 from __future__ import annotations
 
 import asyncio
+import csv
 import io
 import json
 import os
@@ -334,6 +335,13 @@ def test_every_step_from_upload_to_downloads(tmp_path: Path) -> None:
         assert html.count('class="body"') == 3
         assert "&#34;token&#34;: &#34;***&#34;" in html
         assert "Send 4 rows to workflow 12?" in html
+        problems = re.search(r'href="(/uploads/\w+/checks/\d+/failed.csv)"', html)
+        assert problems is not None
+        rows = list(csv.DictReader(io.StringIO(
+            (await page.get(problems.group(1))).lstrip("\ufeff"))))
+        assert [r["_row"] for r in rows] == ["5", "6", "7", "8"]
+        await page.request("GET", problems.group(1).replace("/checks/", "/checks/9"),
+                           expect=404)
         response, html = await page.post(send_url(html), data={"kind": "full"})
         run_id = response.url.path.rsplit("/", 1)[1]
         found = await page.wait(run_id, "finished")

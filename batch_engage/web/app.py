@@ -502,6 +502,16 @@ class Pages:
         self.runner.start(record, token, resume=True)
         raise web.HTTPSeeOther(f"/runs/{record.id}")
 
+    async def check_failed(self, request: web.Request) -> web.StreamResponse:
+        """A Check's problem rows, to fix before anything is sent."""
+        upload = self._upload(request)
+        check = request.match_info["check"]
+        path = self.data.root / "uploads" / upload.id / "checks" / check / "failed.csv"
+        if not check.isdigit() or not path.is_file():
+            raise web.HTTPNotFound(text="No such check; press Check again.")
+        return web.FileResponse(path, headers={
+            "Content-Disposition": 'attachment; filename="failed.csv"'})
+
     async def download(self, request: web.Request) -> web.StreamResponse:
         record = self._record(request)
         path = run_path(self.data, record.id, request.match_info["name"])
@@ -606,6 +616,7 @@ def make_app(config: ServeConfig) -> web.Application:
     app.router.add_post("/uploads/{upload}/attachments", pages.attach)
     app.router.add_post("/uploads/{upload}/check", pages.check)
     app.router.add_post("/uploads/{upload}/checks/{check}/send", pages.send)
+    app.router.add_get("/uploads/{upload}/checks/{check}/failed.csv", pages.check_failed)
     app.router.add_get("/runs", pages.runs)
     app.router.add_get("/runs/{run}", pages.run_page)
     app.router.add_get("/runs/{run}/events", pages.events)

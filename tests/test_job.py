@@ -909,3 +909,47 @@ def test_an_earlier_run_counts_an_email_in_any_case_as_the_same_profile(tmp_path
     run(sending(ids, tmp_path / "c", engaged_in=(tmp_path / "a",), matching=Matching.PROFILE_ID),
         transport=profile_ids)
     assert by_id == ["john.doe@example.com"]
+
+
+def test_progress_events_keep_coming_while_no_row_finishes_and_tell_a_stop(
+    tmp_path: Path
+) -> None:
+    """A long Retry-After or a slow API: the heartbeat moves the time left on, once a
+    second; after Stop, the events say the run is stopping."""
+    control = job_module.RunControl()
+    events: list[Any] = []
+
+    async def slow(body: bytes) -> Answer:
+        await asyncio.sleep(2.3)
+        control.stop("stopped from the page")
+        await asyncio.sleep(1.2)
+        return OK
+
+    data = emails(tmp_path, "a@example.com", "b@example.com")
+    run(sending(data, tmp_path / "out"), transport=slow, on_progress=events.append,
+        control=control)
+    during = [e for e in events if e.finished is None]
+    assert [e.done for e in during[:2]] == [0, 0]  # two heartbeats before the row is done
+    assert during[-1].stopping == "stopped from the page"
+    assert events[-1].finished is False
+
+
+def test_a_resumed_test_send_counts_the_rows_it_already_sent_toward_its_limit(
+    tmp_path: Path
+) -> None:
+    data = emails(tmp_path, *(f"k{i}@example.com" for i in range(6)))
+    control = job_module.RunControl()
+    sent: list[str] = []
+
+    async def stop_after_one(body: bytes) -> Answer:
+        sent.append(json.loads(body)["email"])
+        control.stop("stopped from the page")
+        return OK
+
+    run(sending(data, tmp_path / "out", row_limit=3), transport=stop_after_one,
+        control=control)
+    assert sent == ["k0@example.com"]
+    summary = run(sending(data, tmp_path / "out", row_limit=3, resume=True),
+                  transport=recording(sent))
+    assert sent == ["k0@example.com", "k1@example.com", "k2@example.com"]
+    assert summary.outcomes == Counter({"ok": 3, "unsent": 3})

@@ -255,3 +255,9 @@ def test_a_placeholder_workflow_id_may_dry_run_but_never_send(workflow_id: int) 
                    token=Secret("t"))
     RunOptions(input=Path("in.csv"), workflow_id=1, api_url="https://x.example",
                token=Secret("t"))
+
+
+def test_a_test_send_takes_one_row_or_more() -> None:
+    RunOptions(input=Path("in.csv"), workflow_id=1, dry_run=True, row_limit=1)
+    with pytest.raises(UsageError, match="a test send needs at least 1 row, not 0"):
+        RunOptions(input=Path("in.csv"), workflow_id=1, dry_run=True, row_limit=0)

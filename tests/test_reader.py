@@ -4,13 +4,14 @@ import datetime as dt
 import re
 import zipfile
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import openpyxl
 import pytest
 
 from batch_engage.errors import InputFileError
-from batch_engage.reader import Record, detect_delimiter, open_table
+from batch_engage.reader import ExcelTable, Record, detect_delimiter, open_table
 
 from .conftest import write_csv
 
@@ -324,3 +325,14 @@ def test_closing_a_workbook_read_halfway_closes_its_file(tmp_path: Path) -> None
     assert _open_descriptors(path) == 1
     table.close()
     assert _open_descriptors(path) == 0
+
+
+def test_a_workbook_names_its_sheets_of_rows_and_the_one_it_reads(tmp_path: Path) -> None:
+    """What a web page's Sheet select offers."""
+    path = make_xlsx(tmp_path / "in.xlsx", {
+        "First": [["email"], ["a@b.co"]],
+        "Second": [["email"], ["c@d.co"]],
+    })
+    with closing(open_table(path, sheet="Second")) as table:
+        assert isinstance(table, ExcelTable)
+        assert (table.sheets, table.sheet) == (["First", "Second"], "Second")

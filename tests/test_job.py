@@ -795,29 +795,40 @@ def test_a_row_a_stopped_test_send_may_have_engaged_is_uncertain_not_resent(
     summary = run(sending(data, tmp_path / "all", engaged_in=(test,)), transport=recording(sent))
     assert sent == ["b@example.com"]
     assert summary.outcomes == Counter({"ok": 1, "uncertain": 1})
-    assert "may or may not have engaged" in failed_rows(tmp_path / "all")[0]["_error_text"]
+    assert failed_rows(tmp_path / "all")[0]["_error_text"] == (
+        "the run test was stopped while this row's request was on its way; it may or may "
+        "not have engaged the profile: check in the account, then send it from failed.csv")
 
 
 def test_run_async_shares_the_callers_loop_and_reports_progress(tmp_path: Path) -> None:
-    data = emails(tmp_path, "a@example.com", "bad", "b@example.com")
+    data = write_csv(tmp_path / "in.csv", "email,note\na@example.com,x\nbad,x\n"
+                                          "b@example.com,x\ngone@example.com,x\n")
     events: list[Any] = []
+    warnings: list[str] = []
+    gone = Answer(200, b'{"error": 404, "error_text": "no profile"}')
 
     async def main() -> Any:
         loop = asyncio.get_running_loop()
 
         async def on_loop(body: bytes) -> Answer:
             assert asyncio.get_running_loop() is loop
-            return OK
+            return gone if b"gone@" in body else OK
 
         return await job_module.run_async(
-            sending(data, tmp_path / "out"), transport=on_loop, on_progress=events.append)
+            sending(data, tmp_path / "out"), transport=on_loop, on_progress=events.append,
+            on_warning=warnings.append)
 
     summary = asyncio.run(main())
-    assert summary.outcomes == Counter({"ok": 2, "validation": 1})
+    assert summary.outcomes == Counter({"ok": 2, "validation": 1, "api": 1})
+    assert warnings == ["these columns are ignored: 'note'"]
+    assert events[0].total == 4  # counted before the first row is done
     last = events[-1]
-    assert (last.total, last.done, last.ok, last.failed, last.finished) == (3, 3, 2, 1, True)
-    assert last.requests == 2
-    assert [e.error for e in last.errors] == ["invalid_email"]
+    assert (last.total, last.done, last.ok, last.failed, last.finished) == (4, 4, 2, 2, True)
+    assert last.requests == 3
+    texts = {e.error: e.text for e in last.errors}
+    assert texts.keys() == {"invalid_email", "api_404"}
+    assert texts["invalid_email"].startswith("row 3, column email: 'bad' is not an email")
+    assert texts["api_404"].startswith("the API answered error 404 'no profile' (HTTP 200)")
 
 
 def _workbook(path: Path) -> Path:
@@ -941,15 +952,37 @@ def test_a_resumed_test_send_counts_the_rows_it_already_sent_toward_its_limit(
     control = job_module.RunControl()
     sent: list[str] = []
 
-    async def stop_after_one(body: bytes) -> Answer:
+    async def stop_after_two(body: bytes) -> Answer:
         sent.append(json.loads(body)["email"])
-        control.stop("stopped from the page")
+        if len(sent) == 2:
+            control.stop("stopped from the page")
         return OK
 
-    run(sending(data, tmp_path / "out", row_limit=3), transport=stop_after_one,
+    run(sending(data, tmp_path / "out", row_limit=4), transport=stop_after_two,
         control=control)
-    assert sent == ["k0@example.com"]
-    summary = run(sending(data, tmp_path / "out", row_limit=3, resume=True),
+    assert sent == ["k0@example.com", "k1@example.com"]
+    summary = run(sending(data, tmp_path / "out", row_limit=4, resume=True),
                   transport=recording(sent))
-    assert sent == ["k0@example.com", "k1@example.com", "k2@example.com"]
-    assert summary.outcomes == Counter({"ok": 3, "unsent": 3})
+    assert sent[2:] == ["k2@example.com", "k3@example.com"]
+    assert summary.outcomes == Counter({"ok": 4, "unsent": 2})
+
+
+def test_a_resent_uncertain_row_counts_toward_a_test_sends_limit(tmp_path: Path) -> None:
+    data = emails(tmp_path, *(f"k{i}@example.com" for i in range(6)))
+    control = job_module.RunControl()
+    sent: list[str] = []
+
+    async def stop_after_two(body: bytes) -> Answer:
+        sent.append(json.loads(body)["email"])
+        if len(sent) == 2:
+            control.stop("stopped from the page")
+        return OK
+
+    out = tmp_path / "out"
+    run(sending(data, out, row_limit=4), transport=stop_after_two, control=control)
+    with closing(sqlite3.connect(out / JOURNAL_NAME)) as db, db:
+        db.execute("UPDATE rows SET state = 'sending' WHERE row = 3")  # k1, as a kill leaves it
+    resent: list[str] = []
+    run(sending(data, out, row_limit=4, resume=True, resend_uncertain=True),
+        transport=recording(resent))
+    assert resent == ["k1@example.com", "k2@example.com", "k3@example.com"]

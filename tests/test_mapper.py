@@ -543,3 +543,5 @@ def test_identity_is_how_duplicates_and_earlier_engagements_are_judged(
 ) -> None:
     assert identity(matching, identifier) == identity(matching, same_as)
     assert identity(Matching.PROFILE_ID, "AbC") != identity(Matching.PROFILE_ID, "abc")
+    assert identity(Matching.CUSTOM_REQUEST, '{"a": 1}') != identity(
+        Matching.CUSTOM_REQUEST, '{"a": 2}')

@@ -250,9 +250,13 @@ def test_a_rate_that_is_no_number_of_requests_is_refused(tmp_path: Path, rate: f
 @pytest.mark.parametrize("workflow_id", [0, -3])
 def test_a_placeholder_workflow_id_may_dry_run_but_never_send(workflow_id: int) -> None:
     RunOptions(input=Path("in.csv"), workflow_id=workflow_id, dry_run=True)
-    with pytest.raises(UsageError, match=f"workflow id {workflow_id} is not a scenario's id"):
+    with pytest.raises(UsageError) as refused:
         RunOptions(input=Path("in.csv"), workflow_id=workflow_id, api_url="https://x.example",
                    token=Secret("t"))
+    assert str(refused.value) == (
+        f"workflow id {workflow_id} is not a scenario's id (0 is the placeholder "
+        "`batch-engage init-config` writes): put your scenario's id in the config "
+        "(workflow_id = 12) or pass -w 12")
     RunOptions(input=Path("in.csv"), workflow_id=1, api_url="https://x.example",
                token=Secret("t"))
 

@@ -361,7 +361,7 @@ async def _send(
                     if isinstance(result, Request):
                         if job.engaged_before(record, result, skipped, failed, progress):
                             continue
-                        if taken == options.row_limit:
+                        if options.row_limit is not None and taken >= options.row_limit:
                             summary.rows -= 1  # counted again with the rows left
                             past_limit.append(record)
                             return

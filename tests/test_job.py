@@ -986,3 +986,22 @@ def test_a_resent_uncertain_row_counts_toward_a_test_sends_limit(tmp_path: Path)
     run(sending(data, out, row_limit=4, resume=True, resend_uncertain=True),
         transport=recording(resent))
     assert resent == ["k1@example.com", "k2@example.com", "k3@example.com"]
+
+
+def test_a_resume_with_a_smaller_limit_than_already_sent_sends_nothing_more(
+    tmp_path: Path
+) -> None:
+    data = emails(tmp_path, *(f"k{i}@example.com" for i in range(5)))
+    control = job_module.RunControl()
+    sent: list[str] = []
+
+    async def stop_after_three(body: bytes) -> Answer:
+        sent.append(json.loads(body)["email"])
+        if len(sent) == 3:
+            control.stop("stopped from the page")
+        return OK
+
+    run(sending(data, tmp_path / "out"), transport=stop_after_three, control=control)
+    summary = run(sending(data, tmp_path / "out", row_limit=2, resume=True),
+                  transport=must_not_send)
+    assert summary.outcomes == Counter({"ok": 3, "unsent": 2})

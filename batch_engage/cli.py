@@ -34,7 +34,7 @@ from .mock_server import (
     serve,
     serve_in_thread,
 )
-from .options import ConfigFile, Matching, RunOptions, Secret, load_config
+from .options import ConfigFile, Matching, RunOptions, Secret, load_config, toml_value
 from .reader import DELIMITER_NAMES
 from .reporter import Summary
 from .status import ExitStatus
@@ -525,23 +525,6 @@ _CONFIG_EXAMPLES: dict[str, Any] = {
 }
 # Options that belong to one invocation more than to a config; listed last.
 _PER_RUN_OPTIONS = ("dry_run", "resume", "resend_uncertain", "quiet", "verbose")
-_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n",
-                 "\f": "\\f", "\r": "\\r"}
-
-
-def _toml(value: Any) -> str:
-    """A TOML value (or quoted key), for the few types a config holds."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return '"' + "".join(
-        _TOML_ESCAPES.get(c) or (f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else c)
-        for c in str(value)) + '"'
-
-
 def _comment(text: str) -> str:
     """Text for a TOML comment, which may hold no control character but tab."""
     return "".join(c if c >= " " and c != "\x7f" else repr(c)[1:-1] for c in text)
@@ -557,7 +540,7 @@ def _commented_options(skip: set[str]) -> list[str]:
         default: Any = False if param.is_flag else param.default
         help_text = param.help or ""
         if isinstance(default, bool | int | float | str):
-            line = f"# {param.name} = {_toml(default)}"
+            line = f"# {param.name} = {toml_value(default)}"
         else:
             if param.name in _CONFIG_EXAMPLES:
                 value = _CONFIG_EXAMPLES[param.name]
@@ -565,7 +548,7 @@ def _commented_options(skip: set[str]) -> list[str]:
                 value = 1
             else:
                 value = param.metavar or "..."
-            line = f"# {param.name} = {_toml(value)}  # for example"
+            line = f"# {param.name} = {toml_value(value)}  # for example"
             if "[default:" not in help_text:
                 help_text += " [default: none]"
         long = "--" + param.name.replace("_", "-")
@@ -585,15 +568,15 @@ def _columns_table(guess: Guess) -> list[str]:
         if not column.header:
             lines.append(f"# (column {number} has no header: it is not sent)")
             continue
-        key = _toml(column.header)
+        key = toml_value(column.header)
         if column.header in written:
             lines.append(f"# {key}  # column {number}: {column.reason}")
             continue
         written.add(column.header)
         if column.role != "ignore":
-            lines.append(f"{key} = {_toml(column.name)}  # {column.reason}")
+            lines.append(f"{key} = {toml_value(column.name)}  # {column.reason}")
         elif column.header in renames:
-            lines.append(f"{key} = {_toml(renames[column.header])}  # {column.reason}")
+            lines.append(f"{key} = {toml_value(renames[column.header])}  # {column.reason}")
         else:
             lines.append(f"# {key}  # {column.reason}")
     return lines
@@ -628,7 +611,7 @@ def _starter_config(
     else:
         lines.append("# No column looks like an e-mail, phone or profile id: name one in "
                      '[columns] below (e.g. "Client" = "email"), or the run refuses the file.')
-    lines.append(f"matching = {_toml(guess.matching.value)}")
+    lines.append(f"matching = {toml_value(guess.matching.value)}")
     written = {"workflow_id", "matching", "config"}
     if guess.matching is Matching.CUSTOM:
         lines += ["# The profile field that the field_value column is matched against: "
@@ -637,18 +620,19 @@ def _starter_config(
     if guess.phone_region is not None:
         lines += ["", "# Phones written without \"+\" are numbers of this country, guessed from "
                   "the phone column;", "# a dry run lists the numbers that are still not valid.",
-                  f"phone_region = {_toml(guess.phone_region)}"]
+                  f"phone_region = {toml_value(guess.phone_region)}"]
         written.add("phone_region")
     if attach_dir is not None:
         lines += ["", "# The folder that holds the files named in the attach column (found "
-                  "beside the input file).", f"attach_dir = {_toml(attach_dir)}"]
+                  "beside the input file).", f"attach_dir = {toml_value(attach_dir)}"]
         written.add("attach_dir")
     lines += ["", "# How the file is read (detected from it):"]
     if sample.sheet is not None:
-        lines.append(f"sheet = {_toml(sample.sheet)}")
+        lines.append(f"sheet = {toml_value(sample.sheet)}")
         written |= {"sheet", "encoding", "delimiter"}  # the last two are for text files
     else:
-        lines += [f"encoding = {_toml(sample.encoding)}", f"delimiter = {_toml(sample.delimiter)}"]
+        lines += [f"encoding = {toml_value(sample.encoding)}",
+                  f"delimiter = {toml_value(sample.delimiter)}"]
         written |= {"sheet", "include_hidden_rows", "encoding", "delimiter"}  # for workbooks
     lines += ["", "# Every other option of `batch-engage run`, with its default: remove the "
               '"# " to set one.', *_commented_options(written)]

@@ -133,6 +133,8 @@ class _Run:
     def engaged_before(self, record: Record, request: Request, skipped: SkippedReport,
                        failed: FailedReport, progress: Progress) -> bool:
         """Report a row that an earlier run (a test send) engaged, or may have."""
+        if not self.engaged:  # most runs: nothing to look up on the per-row path
+            return False
         before = self.engaged.get(identity(self.options.matching, request.identifier))
         if before is None:
             return False

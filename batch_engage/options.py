@@ -234,3 +234,20 @@ def _relative_to(config: Path, key: str, value: Any) -> str | list[str]:
         f'config file {config}: {key} must be a path in quotes, e.g. {key} = "{example}"'
         + (' or a list of them, e.g. attach = ["terms.pdf", "logo.png"]'
            if key == "attach" else ""))
+
+
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n",
+                 "\f": "\\f", "\r": "\\r"}
+
+
+def toml_value(value: Any) -> str:
+    """A TOML value (or quoted key), for the few types a config holds."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return '"' + "".join(
+        _TOML_ESCAPES.get(c) or (f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else c)
+        for c in str(value)) + '"'

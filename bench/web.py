@@ -54,6 +54,9 @@ import aiohttp
 from bench.common import DATA, run_cli
 from bench.xlsx import _git_head, machine_header, source_digest
 
+# The page's forms are read as the endpoint tests read them: one parser for both.
+from tests.test_web import counts, mapping_form
+
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION_TITLE = "## Web page"
 MOCK_TOKEN = "mock-token"  # the mock server's default token
@@ -198,25 +201,6 @@ async def _ok(answer: aiohttp.ClientResponse, what: str) -> str:
     if answer.status != 200:
         sys.exit(f"{what}: HTTP {answer.status}: {text[:500]}")
     return text
-
-
-def mapping_form(html: str) -> dict[str, str]:
-    """The mapping form's fields as the page filled them in (what a browser would post);
-    the same reading as tests/test_web.py's helper."""
-    form = html[html.index('action="/uploads/'):]
-    fields = dict(re.findall(r'<input name="(\w+)"[^>]*?value="([^"]*)"', form))
-    for name, body in re.findall(r'<select name="(\w+)"[^>]*>(.*?)</select>', form, re.S):
-        chosen = re.search(r'<option value="([^"]*)" selected', body)
-        fields[name] = chosen.group(1) if chosen else ""
-    sheet = re.search(r'<input type="hidden" name="sheet" value="([^"]*)"', form)
-    if sheet:
-        fields["sheet"] = sheet.group(1)
-    return fields
-
-
-def counts(html: str) -> dict[str, int]:
-    return {k: int(v.replace(",", "")) for k, v in
-            re.findall(r'data-count="(\w+)">([\d,]+)<', html)}
 
 
 async def upload(session: aiohttp.ClientSession, path: Path) -> tuple[str, str, float]:

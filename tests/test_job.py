@@ -65,6 +65,16 @@ def recording(sent: list[str], answers: dict[str, Answer] | None = None) -> Tran
     return transport
 
 
+def stopping_after(rows: int, control: job_module.RunControl, sent: list[str]) -> Transport:
+    """Notes each email sent, and stops the run from its control once ``rows`` were."""
+    async def transport(body: bytes) -> Answer:
+        sent.append(json.loads(body)["email"])
+        if len(sent) == rows:
+            control.stop("stopped from the page")
+        return OK
+    return transport
+
+
 async def must_not_send(body: bytes) -> Answer:
     raise AssertionError(f"nothing was to be sent, but {body!r} was")
 
@@ -711,11 +721,7 @@ def test_a_stop_from_the_control_acts_as_ctrl_c(tmp_path: Path) -> None:
     control = job_module.RunControl()
     sent: list[str] = []
 
-    async def stop_at_the_second_row(body: bytes) -> Answer:
-        sent.append(json.loads(body)["email"])
-        if len(sent) == 2:
-            control.stop("stopped from the page")
-        return OK
+    stop_at_the_second_row = stopping_after(2, control, sent)
 
     summary = run(sending(data, tmp_path / "out"), transport=stop_at_the_second_row,
                   control=control)
@@ -952,11 +958,7 @@ def test_a_resumed_test_send_counts_the_rows_it_already_sent_toward_its_limit(
     control = job_module.RunControl()
     sent: list[str] = []
 
-    async def stop_after_two(body: bytes) -> Answer:
-        sent.append(json.loads(body)["email"])
-        if len(sent) == 2:
-            control.stop("stopped from the page")
-        return OK
+    stop_after_two = stopping_after(2, control, sent)
 
     run(sending(data, tmp_path / "out", row_limit=4), transport=stop_after_two,
         control=control)
@@ -972,11 +974,7 @@ def test_a_resent_uncertain_row_counts_toward_a_test_sends_limit(tmp_path: Path)
     control = job_module.RunControl()
     sent: list[str] = []
 
-    async def stop_after_two(body: bytes) -> Answer:
-        sent.append(json.loads(body)["email"])
-        if len(sent) == 2:
-            control.stop("stopped from the page")
-        return OK
+    stop_after_two = stopping_after(2, control, sent)
 
     out = tmp_path / "out"
     run(sending(data, out, row_limit=4), transport=stop_after_two, control=control)
@@ -995,11 +993,7 @@ def test_a_resume_with_a_smaller_limit_than_already_sent_sends_nothing_more(
     control = job_module.RunControl()
     sent: list[str] = []
 
-    async def stop_after_three(body: bytes) -> Answer:
-        sent.append(json.loads(body)["email"])
-        if len(sent) == 3:
-            control.stop("stopped from the page")
-        return OK
+    stop_after_three = stopping_after(3, control, sent)
 
     run(sending(data, tmp_path / "out"), transport=stop_after_three, control=control)
     summary = run(sending(data, tmp_path / "out", row_limit=2, resume=True),

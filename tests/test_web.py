@@ -64,6 +64,11 @@ class Page:
     async def post(self, path: str, **kw: Any) -> tuple[aiohttp.ClientResponse, str]:
         return await self.request("POST", path, **kw)
 
+    async def send(self, check_html: str, **fields: str) -> str:
+        """Press Send (or, with kind="test", Test send) on a Check's page: the run's id."""
+        response, _ = await self.post(send_url(check_html), data={"kind": "full", **fields})
+        return response.url.path.rsplit("/", 1)[1]
+
     async def login(self) -> None:
         await self.get(f"/?key={KEY}")
 
@@ -342,8 +347,7 @@ def test_every_step_from_upload_to_downloads(tmp_path: Path) -> None:
         assert [r["_row"] for r in rows] == ["5", "6", "7", "8"]
         await page.request("GET", problems.group(1).replace("/checks/", "/checks/9"),
                            expect=404)
-        response, html = await page.post(send_url(html), data={"kind": "full"})
-        run_id = response.url.path.rsplit("/", 1)[1]
+        run_id = await page.send(html)
         found = await page.wait(run_id, "finished")
         assert found["summary"]["outcomes"] == {"ok": 4, "validation": 3, "duplicate": 1}
         html = await page.get(f"/runs/{run_id}")
@@ -387,8 +391,7 @@ def test_a_workbook_offers_its_sheets_and_its_run_writes_failed_xlsx(tmp_path: P
             **form, "workflow_id": "45", "phone_region": "RU"}))[1]
         assert counts(html)["valid"] == 1
         assert counts(html)["invalid"] == 1
-        response, _ = await page.post(send_url(html), data={"kind": "full"})
-        run_id = response.url.path.rsplit("/", 1)[1]
+        run_id = await page.send(html)
         await page.wait(run_id, "finished")
         assert ">failed.xlsx</a>" in await page.get(f"/runs/{run_id}")
         body = (await page.request("GET", f"/runs/{run_id}/files/failed.xlsx"))[0]
@@ -445,8 +448,7 @@ def test_stop_then_resume_sends_every_row_exactly_once(tmp_path: Path) -> None:
         await page.login()
         response, _ = await page.upload(emails_csv(tmp_path, 40))
         html = await page.check(response.url.path, workflow_id="3", rate="10")
-        run_id = (await page.post(send_url(html), data={"kind": "full"}))[0].url.path
-        run_id = run_id.rsplit("/", 1)[1]
+        run_id = await page.send(html)
         await asyncio.sleep(0.5)
         await page.post(f"/runs/{run_id}/stop")
         stopped = await page.wait(run_id, "stopped")
@@ -471,16 +473,14 @@ def test_a_test_send_then_the_send_of_the_rest_engages_no_one_twice(tmp_path: Pa
         response, _ = await page.upload(emails_csv(tmp_path, 8, bad=1))
         upload = response.url.path
         html = await page.check(upload, workflow_id="3")
-        response, _ = await page.post(send_url(html), data={"kind": "test", "rows": "3"})
-        test_id = response.url.path.rsplit("/", 1)[1]
+        test_id = await page.send(html, kind="test", rows="3")
         done = await page.wait(test_id, "finished")
         assert done["summary"]["outcomes"]["ok"] == 3
         assert set(page.mock.stats.accepted) == {f"user{i}@example.com" for i in range(3)}
         html = await page.check(upload, workflow_id="3")
         assert counts(html)["engaged"] == 3
         assert "Send 5 rows to workflow 3?" in html
-        response, _ = await page.post(send_url(html), data={"kind": "full"})
-        run_id = response.url.path.rsplit("/", 1)[1]
+        run_id = await page.send(html)
         finished = await page.wait(run_id, "finished")
         assert finished["summary"]["skipped"] == {"already_engaged": 3}
         assert sorted(page.mock.stats.accepted.values()) == [1] * 8
@@ -495,8 +495,7 @@ def test_a_refused_token_stops_the_run_and_says_what_to_do(tmp_path: Path) -> No
         await page.login()
         response, _ = await page.upload(emails_csv(tmp_path, 3))
         html = await page.check(response.url.path, workflow_id="3")
-        run_id = (await page.post(send_url(html), data={"kind": "full"}))[0].url.path
-        run_id = run_id.rsplit("/", 1)[1]
+        run_id = await page.send(html)
         await page.wait(run_id, "stopped")
         html = await page.get(f"/runs/{run_id}")
         assert "The API refused the token</strong> (error 401, API token required)" in html
@@ -528,8 +527,7 @@ def test_a_fixed_failed_csv_is_offered_the_mapping_of_its_run(tmp_path: Path) ->
         await page.login()
         response, _ = await page.upload(emails_csv(tmp_path, 2, bad=2))
         html = await page.check(response.url.path, workflow_id="77")
-        run_id = (await page.post(send_url(html), data={"kind": "full"}))[0].url.path
-        run_id = run_id.rsplit("/", 1)[1]
+        run_id = await page.send(html)
         await page.wait(run_id, "finished")
         failed = await page.get(f"/runs/{run_id}/files/failed.csv")
         fixed = tmp_path / "failed.csv"
@@ -541,8 +539,7 @@ def test_a_fixed_failed_csv_is_offered_the_mapping_of_its_run(tmp_path: Path) ->
         assert form["workflow_id"] == "77"
         html = (await page.post(f"{response.url.path}/check", data=form))[1]
         assert counts(html)["valid"] == 2
-        second = (await page.post(send_url(html), data={"kind": "full"}))[0].url.path
-        await page.wait(second.rsplit("/", 1)[1], "finished")
+        await page.wait(await page.send(html), "finished")
         assert sorted(page.mock.stats.accepted) == [
             "fixed0@example.com", "fixed1@example.com", "user0@example.com",
             "user1@example.com"]
@@ -562,8 +559,7 @@ def test_downloads_come_only_from_the_runs_own_folder(tmp_path: Path, path: str)
         await page.login()
         response, _ = await page.upload(emails_csv(tmp_path, 1))
         html = await page.check(response.url.path, workflow_id="3")
-        run_id = (await page.post(send_url(html), data={"kind": "full"}))[0].url.path
-        run_id = run_id.rsplit("/", 1)[1]
+        run_id = await page.send(html)
         await page.wait(run_id, "finished")
         await page.request("GET", path.format(run=run_id), expect=404)
 
@@ -605,8 +601,7 @@ def test_mapping_toml_runs_the_same_way_from_the_cli(tmp_path: Path, invoke: Any
         await page.login()
         response, _ = await page.upload(SAMPLES / "clients_cp1251.csv")
         html = await page.check(response.url.path, workflow_id="31")
-        run_id = (await page.post(send_url(html), data={"kind": "full"}))[0].url.path
-        await page.wait(run_id.rsplit("/", 1)[1], "finished")
+        await page.wait(await page.send(html), "finished")
 
     page = page_test(tmp_path, test)
     run = next((page.data / "runs").iterdir())
@@ -694,10 +689,10 @@ def test_send_pressed_twice_for_one_file_engages_no_one_twice(tmp_path: Path) ->
         await page.login()
         response, _ = await page.upload(emails_csv(tmp_path, 5))
         html = await page.check(response.url.path, workflow_id="3")
-        first = (await page.post(send_url(html), data={"kind": "full"}))[0].url.path
-        second = (await page.post(send_url(html), data={"kind": "full"}))[0].url.path
-        await page.wait(first.rsplit("/", 1)[1], "finished")
-        done = await page.wait(second.rsplit("/", 1)[1], "finished")
+        first = await page.send(html)
+        second = await page.send(html)
+        await page.wait(first, "finished")
+        done = await page.wait(second, "finished")
         assert done["summary"]["skipped"] == {"already_engaged": 5}
         assert sorted(page.mock.stats.accepted.values()) == [1] * 5
         html = await page.check(response.url.path, workflow_id="3")
@@ -727,8 +722,7 @@ def test_attachment_files_are_added_beside_the_upload_and_sent(tmp_path: Path) -
         assert "of this upload" in html
         assert "--attach-dir" not in html
         assert str(page.data) not in html  # no server folder shown
-        response, _ = await page.post(send_url(html), data={"kind": "full"})
-        await page.wait(response.url.path.rsplit("/", 1)[1], "finished")
+        await page.wait(await page.send(html), "finished")
         assert sum(page.mock.stats.accepted.values()) == 2
 
     page_test(tmp_path, test)
@@ -768,8 +762,7 @@ def test_tabs_get_live_progress_as_server_sent_events_until_the_run_ends(
         await page.login()
         response, _ = await page.upload(emails_csv(tmp_path, 12, bad=1))
         html = await page.check(response.url.path, workflow_id="3", rate="6")
-        run_id = (await page.post(send_url(html), data={"kind": "full"}))[0].url.path
-        run_id = run_id.rsplit("/", 1)[1]
+        run_id = await page.send(html)
         tabs = await asyncio.gather(*(read_events(page, run_id) for _ in range(3)))
         for events in tabs:
             assert {e["status"] for e in events[:-1]} <= {"queued", "sending"}

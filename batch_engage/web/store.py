@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..options import Matching, RunOptions, Secret
+from ..options import Matching, RunOptions, Secret, toml_value
 
 UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 RUN_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}")
@@ -31,11 +31,6 @@ RUN_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}")
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _toml_string(value: str) -> str:
-    # JSON's string escapes are a subset of TOML's basic strings.
-    return json.dumps(value, ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -86,21 +81,21 @@ class Mapping:
             f"# The mapping of {input_name}, from batch-engage serve.",
             f"# batch-engage run {input_name} --config mapping.toml",
             f"workflow_id = {self.workflow_id}",
-            f"matching = {_toml_string(self.matching.value)}",
+            f"matching = {toml_value(self.matching.value)}",
         ]
         for key, value in (("field_name", self.field_name), ("phone_region", self.phone_region),
                            ("sheet", self.sheet)):
             if value is not None:
-                lines.append(f"{key} = {_toml_string(value)}")
+                lines.append(f"{key} = {toml_value(value)}")
         if self.resource_id is not None:
             lines.append(f"resource_id = {self.resource_id}")
         if self.content:
-            pairs = ", ".join(_toml_string(f"{k}={v}") for k, v in self.content)
+            pairs = ", ".join(toml_value(f"{k}={v}") for k, v in self.content)
             lines.append(f"content = [{pairs}]")
         lines += [f"rate = {self.rate:g}", f"concurrency = {self.concurrency}"]
         if self.columns:
             lines += ["", "[columns]"]
-            lines += [f"{_toml_string(h)} = {_toml_string(n)}" for h, n in self.columns.items()]
+            lines += [f"{toml_value(h)} = {toml_value(n)}" for h, n in self.columns.items()]
         return "\n".join(lines) + "\n"
 
 

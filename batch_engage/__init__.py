@@ -4,6 +4,9 @@ Library use (Airflow, Prefect, notebooks)::
 
     from batch_engage import RunOptions, run
     summary = run(RunOptions(input=Path("customers.csv"), workflow_id=12, dry_run=True))
+
+    # The rows of a pandas DataFrame (the pandas extra); ``input`` only names them:
+    summary = run(RunOptions(input=Path("crm-export"), workflow_id=12, dry_run=True), frame=df)
 """
 
 from importlib.metadata import PackageNotFoundError, version

@@ -8,11 +8,14 @@ import os
 import secrets
 import shlex
 import stat
+import sys
 import tempfile
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
+from importlib.resources import as_file, files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -22,6 +25,7 @@ import phonenumbers
 from click.core import ParameterSource
 
 from . import __version__
+from . import ledger as ledger_file
 from .errors import BatchEngageError
 from .guesser import Guess, Sample, find_attach_dir, guess_columns, read_sample
 from .job import run as run_job
@@ -232,6 +236,26 @@ def sending_options(f: F) -> F:
     return f
 
 
+def unattended_options(f: F) -> F:
+    """What a nightly import needs: memory across runs, and guards against a bad export."""
+    for decorator in reversed([
+        click.option("--ledger", type=click.Path(path_type=Path, dir_okay=False),
+                     metavar="PATH",
+                     help="SQLite file shared by runs: profiles it holds as engaged in this "
+                          "workflow are not sent again (skipped.csv); engagements are added."),
+        click.option("--ledger-days", type=click.FloatRange(min=0, min_open=True),
+                     metavar="N",
+                     help="Only the ledger's engagements of the last N days count. [default: "
+                          "all]"),
+        click.option("--min-rows", type=click.IntRange(min=0), metavar="N",
+                     help="Refuse (exit 2, nothing sent) an input with fewer data rows."),
+        click.option("--max-rows", type=click.IntRange(min=0), metavar="N",
+                     help="Refuse (exit 2, nothing sent) an input with more data rows."),
+    ]):
+        f = decorator(f)
+    return f
+
+
 _OUTCOME_LABELS = {
     "valid": "valid, would be sent", "ok": "succeeded", "validation": "invalid",
     "duplicate": "duplicate, skipped", "api": "refused by the API", "http": "HTTP error",
@@ -239,7 +263,8 @@ _OUTCOME_LABELS = {
 }
 
 
-_SKIPPED_LABELS = {"hidden_in_sheet": "hidden, in skipped.csv"}
+_SKIPPED_LABELS = {"hidden_in_sheet": "hidden, in skipped.csv",
+                   "already_engaged": "engaged before, skipped"}
 
 
 def exit_status(summary: Summary) -> ExitStatus:
@@ -327,6 +352,7 @@ def cli() -> None:
 @mapping_options
 @sending_options
 @reading_options
+@unattended_options
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), metavar="DIR",
               help="Run folder for reports and state. [default: runs/<INPUT stem>-<UTC time>]")
 @click.option("--config", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
@@ -341,8 +367,12 @@ def cli() -> None:
               help="Continue the run in --out with its own options: rows already finished "
                    "are not sent again.")
 @click.option("--resend-uncertain", is_flag=True,
-              help="With --resume: also send rows whose request was on its way when the run "
-                   "was killed (they may have been engaged already).")
+              help="With --resume or --ledger: also send rows whose request was on its way "
+                   "when a run was killed (they may have been engaged already).")
+@click.option("--log-file", type=click.Path(path_type=Path, dir_okay=False), metavar="PATH",
+              help="Append a JSON line for each row's outcome, retry, slow-down, stop and "
+                   "resume to PATH, for jq or a log shipper (identifiers masked, never the "
+                   "token).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @verbose_option
 def run(input_path: Path, verbose: bool, token_file: Path | None, **kw: Any) -> None:
@@ -404,6 +434,11 @@ def run(input_path: Path, verbose: bool, token_file: Path | None, **kw: Any) -> 
             verify_tls=not kw["no_verify_tls"],
             resume=kw["resume"],
             resend_uncertain=kw["resend_uncertain"],
+            ledger=kw["ledger"],
+            ledger_days=kw["ledger_days"],
+            min_rows=kw["min_rows"],
+            max_rows=kw["max_rows"],
+            log_file=kw["log_file"],
         )
         summary = run_job(options, on_warning=warn, handle_signals=True)
     options = dataclasses.replace(options, out=Path(summary.out))
@@ -429,6 +464,7 @@ def _resume_defaults(
         "content": lambda pairs: tuple(tuple(p) for p in pairs),
         "attach": lambda paths: tuple(Path(p) for p in paths),
         "attach_dir": Path,
+        "ledger": lambda path: None if path is None else Path(path),
     }
     for name, value in stored.items():
         if name in kw and ctx.get_parameter_source(name) is ParameterSource.DEFAULT:
@@ -441,6 +477,8 @@ def resume_command(options: RunOptions, token_file: Path | None) -> str:
     args = ["batch-engage", "run", str(options.input), "--out", str(options.out), "--resume"]
     if token_file is not None:
         args += ["--token-file", str(token_file)]
+    if options.log_file is not None:  # not kept with the run: the resume logs there too
+        args += ["--log-file", str(options.log_file)]
     return shlex.join(args)
 
 
@@ -460,22 +498,54 @@ def _demo_inputs(samples: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def on_disk(folder: Traversable) -> AbstractContextManager[Path]:
+    """A package's folder as a folder on disk while the context lasts.
+
+    An installed package's folder is already one; a package imported from a zip gets a
+    temporary copy, because `run` opens its inputs (and a config's attach_dir) by path.
+    """
+    if sys.version_info < (3, 12) and not isinstance(folder, Path):
+        return _copy_of(folder)  # Python 3.11's as_file copies single files, not folders
+    return as_file(folder)
+
+
+@contextmanager
+def _copy_of(folder: Traversable) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="batch-engage-") as tmp:
+        copy = Path(tmp) / folder.name
+        _copy_tree(folder, copy)
+        yield copy
+
+
+def _copy_tree(source: Traversable, target: Path) -> None:
+    target.mkdir()
+    for item in source.iterdir():
+        if item.is_dir():
+            _copy_tree(item, target / item.name)
+        else:
+            (target / item.name).write_bytes(item.read_bytes())
+
+
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--samples", type=click.Path(path_type=Path, file_okay=False, exists=True),
-              default="samples", show_default=True,
-              help="Folder of sample files, each with a TOML config of the same name.")
+              help="Folder of sample files, each with a TOML config of the same name. "
+                   "[default: the samples that ship inside batch-engage]")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), metavar="DIR",
               help="Folder for the runs' reports. [default: runs/demo-<UTC time>]")
 @verbose_option
-def demo(samples: Path, out: Path | None, verbose: bool) -> None:
+def demo(samples: Path | None, out: Path | None, verbose: bool) -> None:
     """Send every sample file through `run` to a mock API server started in this process.
 
-    Needs no network, no token and no arguments; run it from the repository folder.
+    Needs no network, no token and no arguments, and works from any folder: the samples ship
+    inside batch-engage (--samples DIR sends others), the reports go to runs/demo-<UTC time>
+    in the current folder (or --out DIR).
 
     \b
         batch-engage demo
     """
     ctx = click.get_current_context()
+    if samples is None:
+        samples = ctx.with_resource(on_disk(files("batch_engage") / "samples"))
     pairs = _demo_inputs(samples)
     if not pairs:
         raise CliError(f"no samples in {samples}: each needs a data file and a .toml config "
@@ -522,6 +592,7 @@ _CONFIG_EXAMPLES: dict[str, Any] = {
     "content": ["promo_code=SPRING"], "attach": ["terms.pdf"], "attach_dir": "files",
     "api_url": "https://your-account.example.com", "token_file": "token.txt",
     "out": "runs/nightly", "sheet": "Sheet1", "encoding": "cp1251", "delimiter": ";",
+    "log_file": "batch-engage.jsonl",
 }
 # Options that belong to one invocation more than to a config; listed last.
 _PER_RUN_OPTIONS = ("dry_run", "resume", "resend_uncertain", "quiet", "verbose")
@@ -596,7 +667,7 @@ def _starter_config(
         f"#   {_comment(check)}",
         "# The command line and environment variables win over what is set here. Relative "
         "paths",
-        "# (attach, attach_dir, token_file) are taken from this file's folder.",
+        "# (attach, attach_dir, token_file, log_file) are taken from this file's folder.",
         "",
         "# The scenario id (the request's \"id\"): replace 0 with yours. 0 is a placeholder "
         "that no",
@@ -728,6 +799,44 @@ def init_config(input_path: Path, *, output: Path | None, force: bool, verbose: 
                "workflow_id:")
     click.echo("  " + shlex.join(["batch-engage", "run", str(input_path), "--config",
                                   str(output), "--dry-run"]))
+
+
+@cli.command("ledger", context_settings=CONTEXT_SETTINGS)
+@click.argument("path", metavar="LEDGER", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--forget", is_flag=True,
+              help="Delete the -w workflow's entries: its profiles may be engaged again.")
+@click.option("-w", "--workflow-id", type=int, metavar="INT",
+              help="The workflow whose entries --forget deletes.")
+@verbose_option
+def ledger(path: Path, forget: bool, workflow_id: int | None, verbose: bool) -> None:
+    """Show what a --ledger file holds, per workflow; or forget one workflow's entries.
+
+    \b
+        batch-engage ledger nightly/engaged.sqlite
+        batch-engage ledger nightly/engaged.sqlite --forget -w 12
+    """
+    with exit_statuses(verbose):
+        if forget:
+            if workflow_id is None:
+                raise CliError("--forget needs -w, the workflow whose entries to delete")
+            deleted = ledger_file.forget(path, workflow_id)
+            click.echo(f"Forgot {deleted:,} engagements of workflow {workflow_id} in {path}; "
+                       "the next run with this ledger sends to those profiles again.")
+            return
+        if workflow_id is not None:
+            raise CliError("-w only goes with --forget; without it every workflow is shown")
+        counts = ledger_file.describe(path)
+    if not counts:
+        click.echo(f"{path} holds no engagements yet.")
+        return
+    click.echo(f"{'workflow':>10}  {'matched by':<14}{'engaged':>10}{'uncertain':>11}  "
+               "latest run")
+    for c in counts:
+        click.echo(f"{c.workflow_id:>10}  {c.kind:<14}{c.engaged:>10,}{c.uncertain:>11,}  "
+                   f"{c.latest_run} ({ledger_file.iso(c.latest_at)})")
+    if any(c.uncertain for c in counts):
+        click.echo("Uncertain: a run was killed while those requests were on their way; the "
+                   "next run reports them in failed.csv (--resend-uncertain sends them).")
 
 
 @cli.command("mock-server", context_settings=CONTEXT_SETTINGS)

@@ -8,10 +8,12 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator
-from contextlib import AsyncExitStack, closing, contextmanager
+from contextlib import AsyncExitStack, ExitStack, closing, contextmanager
 from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
 
 import aiohttp
 
@@ -22,23 +24,29 @@ from .journal import (
     LOCK_NAME,
     SENDING,
     UNCERTAIN,
-    Engaged,
     Fingerprint,
     Journal,
     RowState,
     RunLock,
     check_options,
-    engaged_by,
+    is_running,
+    state_of,
     stored_options,
 )
+from .ledger import OK as ENGAGED
+from .ledger import Entry, Ledger, already_engaged, iso, kind_of
 from .limiter import RateLimiter
 from .mapper import IDENTIFIER_COLUMN, Mapper, Request, RowError, identity
 from .options import RunOptions
 from .progress import Listener, Progress, ProgressBar
-from .reader import EXCEL_SUFFIXES, Record, Table, open_table
+from .reader import EXCEL_SUFFIXES, ExcelTable, Record, Table, TextTable, open_table
 from .reporter import FailedReport, RequestsLog, SkippedReport, SuccessReport, Summary
+from .runlog import RunLog
 from .sender import Result, RetryPolicy, Sender, Transport, aiohttp_transport, timestamp
 from .xlsx_report import write_failed_xlsx
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DRY_RUN_TOKEN = "***"
 HIDDEN_IN_SHEET = "hidden_in_sheet"
@@ -87,14 +95,29 @@ class _Run:
             options=options.public(), started_at=started.isoformat(timespec="seconds"),
         )
         self._on_warning = on_warning
-        self.engaged = _engaged_before(options)
-        """Who the runs in ``options.engaged_in`` engaged: a dry run counts them, a send
-        skips them."""
+        self.own_folder = self.out.absolute()
+        """As the ledger names runs."""
+        self.log: RunLog | None = None
+        """The --log-file; None (most runs) costs no per-row work."""
+        if options.log_file is not None:  # last: nothing after it can fail and leave it open
+            self.log = RunLog.begin(options, self.out, self.warn)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.log is not None:
+            if e is not None:
+                self.log.error(e)
+            self.log.close()
 
     def warn(self, message: str) -> None:
         self.summary.warnings.append(message)
         if self._on_warning is not None:
             self._on_warning(message)
+        if self.log is not None:
+            self.log.warning(message)
 
     def first_data_row(self, records: Iterator[Record]) -> Record:
         """Skip leading blank rows; a file without a data row leaves no run folder behind."""
@@ -112,6 +135,8 @@ class _Run:
     ) -> Iterator[tuple[Record, Request | RowError]]:
         """Each data row with its request or the reason it has none; blank rows counted,
         hidden rows put in skipped.csv."""
+        if self.log is not None:
+            self.log.identify(mapper)
         for record in records:
             if _is_blank(record):
                 self.summary.blank += 1
@@ -128,34 +153,71 @@ class _Run:
             return False
         skipped.add(record, HIDDEN_IN_SHEET, HIDDEN_DETAIL)
         self.summary.skipped[HIDDEN_IN_SHEET] += 1
+        if self.log is not None:
+            self.log.row(record, "skipped", HIDDEN_IN_SHEET)
         return True
 
-    def engaged_before(self, record: Record, request: Request, skipped: SkippedReport,
+    def open_ledger(self, *, writing: bool) -> Ledger | None:
+        """The ``--ledger``; a dry run only reads it, and one that does not exist yet is
+        empty."""
+        options = self.options
+        if options.ledger is None or not (writing or options.ledger.is_file()):
+            return None
+        assert options.workflow_id is not None
+        return Ledger(options.ledger, workflow_id=options.workflow_id,
+                      kind=kind_of(options.matching.value, options.field_name),
+                      days=options.ledger_days, run=self.out if writing else None)
+
+    def looked_up(self, pairs: Iterator[tuple[Record, Request | RowError]],
+                  ledger: Ledger | None,
+                  ) -> Iterator[tuple[Record, Request | RowError, Entry | None]]:
+        """Each row with what the ledger holds for its identifier."""
+        if ledger is None:
+            return ((record, result, None) for record, result in pairs)
+        matching = self.options.matching
+        return ledger.looked_up(pairs, lambda identifier: identity(matching, identifier))
+
+    def engaged_before(self, record: Record, entry: Entry | None, skipped: SkippedReport,
                        failed: FailedReport, progress: Progress) -> bool:
-        """Report a row that an earlier run (a test send) engaged, or may have."""
-        if not self.engaged:  # most runs: nothing to look up on the per-row path
-            return False
-        before = self.engaged.get(identity(self.options.matching, request.identifier))
-        if before is None:
-            return False
-        if before.state == "ok":
-            skipped.add(record, ALREADY_ENGAGED,
-                        f"engaged by the run {before.run.name} at {before.completed_at}")
-            self.summary.skipped[ALREADY_ENGAGED] += 1
-            progress.row_skipped()
+        """Report a row that the ledger says an earlier run engaged, or may have; ``False``:
+        send it."""
+        if entry is None or not entry.counts or entry.run == self.own_folder:
+            return False  # none, too old, or this run's own (a resume: its journal knows)
+        if entry.state == ENGAGED or is_running(entry.run):
+            detail = already_engaged(entry)  # engaged, or being sent by a live run
         else:
-            self.report_row_error(failed, record, progress, RowError(
-                record.number, UNCERTAIN, UNCERTAIN,
-                f"the run {before.run.name} was stopped while this row's request was on "
-                "its way; it may or may not have engaged the profile: check in the "
-                "account, then send it from failed.csv"))
+            # That run marked the row as on its way: its journal says what became of it.
+            state = state_of(entry.run, entry.row)
+            if state == "ok":
+                detail = f"engaged by the run in {entry.run} at about {iso(entry.at)}"
+            elif state is None or state in DONE or self.options.resend_uncertain:
+                return False  # it failed there, or was never sent: this run sends it
+            else:
+                self.report_row_error(failed, record, progress, RowError(
+                    record.number, UNCERTAIN, UNCERTAIN,
+                    f"the run in {entry.run} was stopped at {iso(entry.at)} while this row's "
+                    "request was on its way; it may or may not have engaged the profile: "
+                    "check in the account, then send it from failed.csv, or run again "
+                    "with --resend-uncertain"))
+                return True
+        self.skip_engaged(record, detail, skipped, progress)
         return True
+
+    def skip_engaged(self, record: Record, detail: str, skipped: SkippedReport,
+                     progress: Progress) -> None:
+        skipped.add(record, ALREADY_ENGAGED, detail)
+        self.summary.skipped[ALREADY_ENGAGED] += 1
+        progress.row_skipped()
+        if self.log is not None:
+            self.log.row(record, "skipped", ALREADY_ENGAGED)
 
     def report_row_error(self, failed: FailedReport, record: Record, progress: Progress,
                          error: RowError) -> None:
         failed.add(record, error.stage, error.error, error.text, 0)
         self.summary.add_failure(error.stage, error.error, error.text)
         progress.row_done(ok=False, error=error.error, text=error.text)
+        if self.log is not None:
+            self.log.row(record, error.stage, error.error)
 
     def finish(self) -> Summary:
         hidden = self.summary.skipped[HIDDEN_IN_SHEET]
@@ -173,6 +235,8 @@ class _Run:
         self.summary.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
         self.summary.duration_seconds = time.monotonic() - self.clock
         self.summary.write(self.out / "summary.json")
+        if self.log is not None:
+            self.log.finish(self.summary)
         return self.summary
 
 
@@ -191,17 +255,32 @@ def _dry_run(job: _Run, table: Table, progress: Progress) -> Summary:
             FailedReport(job.out / "failed.csv", table.headers) as failed, \
             SkippedReport(job.out / "skipped.csv", table.headers) as skipped, \
             closing(RequestsLog(job.out / "requests.jsonl")) as requests:
-        for record, result in job.mapped(chain([first], records), mapper, skipped, progress):
-            if isinstance(result, Request):
-                if job.engaged_before(record, result, skipped, failed, progress):
-                    continue
-                requests.add(result.row, result.body)
-                job.summary.outcomes["valid"] += 1
-                progress.row_done(ok=True)
-            else:
-                job.report_row_error(failed, record, progress, result)
+        ledger = job.open_ledger(writing=False)
+        try:
+            _dry_rows(job, job.looked_up(
+                job.mapped(chain([first], records), mapper, skipped, progress), ledger),
+                failed=failed, skipped=skipped, requests=requests, progress=progress)
+        finally:
+            if ledger is not None:
+                ledger.close()
     progress.close(finished=True)
     return job.finish()
+
+
+def _dry_rows(job: _Run, rows: Iterator[tuple[Record, Request | RowError, Entry | None]], *,
+              failed: FailedReport, skipped: SkippedReport, requests: RequestsLog,
+              progress: Progress) -> None:
+    for record, result, entry in rows:
+        if isinstance(result, Request):
+            if job.engaged_before(record, entry, skipped, failed, progress):
+                continue
+            requests.add(result.row, result.body)
+            job.summary.outcomes["valid"] += 1
+            progress.row_done(ok=True)
+            if job.log is not None:
+                job.log.row(record, "valid")
+        else:
+            job.report_row_error(failed, record, progress, result)
 
 
 class _Known:
@@ -282,15 +361,6 @@ async def _heartbeat(progress: Progress) -> None:
         progress.tick()
 
 
-def _engaged_before(options: RunOptions) -> dict[str, Engaged]:
-    engaged: dict[str, Engaged] = {}
-    for out in options.engaged_in:
-        for identifier, earlier in engaged_by(out, options.workflow_id,
-                                              options.matching.value).items():
-            engaged[identity(options.matching, identifier)] = earlier
-    return engaged
-
-
 async def _send(
     job: _Run, table: Table, transport: Transport | None, control: RunControl,
     progress: Progress,
@@ -300,14 +370,17 @@ async def _send(
     assert options.api_url is not None
     if options.resume:  # before the file is judged by options the run may not have had
         check_options(stored_options(job.out), options.fixed())
-    fingerprint = await asyncio.to_thread(Fingerprint.of, options.input)
+    fingerprint = await asyncio.to_thread(_fingerprint, table)
     mapper = Mapper(table.headers, options, options.token.reveal(), job.warn)
     records = table.records()
     first = job.first_data_row(records)
     summary = job.summary
     async with AsyncExitStack() as stack:
         stack.enter_context(_claim_out(job.out, resume=options.resume))
-        journal = Journal(job.out / JOURNAL_NAME)
+        ledger = job.open_ledger(writing=True)
+        if ledger is not None:
+            stack.callback(ledger.close)  # after the journal's last commit, which writes it
+        journal = Journal(job.out / JOURNAL_NAME, ledger)
         stack.callback(journal.close)
         known: _Known | None = None
         if options.resume:
@@ -332,6 +405,7 @@ async def _send(
             transport, limiter=RateLimiter(options.rate_per_second),
             max_in_flight=options.max_in_flight,
             policy=RetryPolicy(max_attempts=options.max_attempts), ledger=journal,
+            observer=job.log,
         )
         last_write = time.monotonic()
 
@@ -350,25 +424,27 @@ async def _send(
             if time.monotonic() - last_write >= SUMMARY_EVERY_SECONDS:
                 last_write = time.monotonic()
                 summary.write(job.out / "summary.json")
+                for csv_report in (success, failed, skipped):
+                    csv_report.flush()
 
         past_limit: list[Record] = []
 
         def to_send() -> Iterator[tuple[Record, Request]]:
             """The rows still to send; the rest are reported on the way."""
             taken = 0  # valid rows, for a test send's limit
-            for record, result in job.mapped(chain([first], records), mapper, skipped,
-                                             progress):
+            for record, result, entry in job.looked_up(
+                    job.mapped(chain([first], records), mapper, skipped, progress), ledger):
                 state = known.get(record.number) if known is not None else None
                 if state is None:
                     if isinstance(result, Request):
-                        if job.engaged_before(record, result, skipped, failed, progress):
+                        if job.engaged_before(record, entry, skipped, failed, progress):
                             continue
                         if options.row_limit is not None and taken >= options.row_limit:
                             summary.rows -= 1  # counted again with the rows left
                             past_limit.append(record)
                             return
                         taken += 1
-                        yield record, result
+                        yield record, expect(result, entry)
                     else:
                         job.report_row_error(failed, record, progress, result)
                 elif state.state in DONE or (state.state in (SENDING, UNCERTAIN)
@@ -377,12 +453,20 @@ async def _send(
                     if state.state == SENDING:
                         state = _uncertain(state)
                         journal.record(state)
+                        if job.log is not None:  # decided now; the rest were logged then
+                            job.log.result(record, state)
                     report(record, state)
                 elif isinstance(result, Request):
                     taken += 1
-                    yield record, result
+                    yield record, expect(result, entry)
                 else:  # an uncertain row to resend that no longer maps (a file is gone)
                     job.report_row_error(failed, record, progress, result)
+
+        def expect(request: Request, entry: Entry | None) -> Request:
+            if ledger is not None:  # its claim will be made on what the ledger held now
+                ledger.expect(request.row, identity(options.matching, request.identifier),
+                              entry)
+            return request
 
         def leave_unsent(rest: Iterator[Record]) -> None:
             """Rows not sent: never read (the run stopped) or past a test send's limit."""
@@ -393,17 +477,27 @@ async def _send(
                 summary.rows += 1
                 if not job.skip_hidden(record, skipped):
                     summary.outcomes["unsent"] += 1
+                    if job.log is not None:
+                        job.log.row(record, "unsent")
 
         def on_result(record: Record, request: Request, result: Result) -> None:
             if result.outcome == "unsent":
                 journal.forget(request.row)
                 summary.outcomes["unsent"] += 1
+                if job.log is not None:
+                    job.log.row(record, "unsent", result.error, attempts=result.attempts)
+                return
+            if result.outcome == ALREADY_ENGAGED:  # another run claimed it first
+                journal.forget(request.row)
+                job.skip_engaged(record, result.error_text, skipped, progress)
                 return
             state = RowState(request.row, result.outcome, request.identifier, result.attempts,
                              result.http_status, result.error, result.error_text,
                              result.completed_at)
             journal.record(state)
             report(record, state)
+            if job.log is not None:
+                job.log.result(record, state)
 
         await journal.start()
         started = time.monotonic()
@@ -451,14 +545,58 @@ def _interruptible(control: RunControl) -> Iterator[None]:
             loop.remove_signal_handler(signum)
 
 
-def _open(options: RunOptions) -> Table:
+def _open(options: RunOptions, frame: pd.DataFrame | None) -> Table:
+    if frame is not None:
+        from .frame import open_frame  # noqa: PLC0415  (pandas: only for a DataFrame)
+        return open_frame(frame, options)
     return open_table(options.input, encoding=options.encoding, delimiter=options.delimiter,
                       sheet=options.sheet)
 
 
+def _fingerprint(table: Table) -> Fingerprint:
+    """What --resume compares: a file's bytes, or a DataFrame's cells as read."""
+    if isinstance(table, TextTable | ExcelTable):
+        return Fingerprint.of(table.path)
+    from .frame import FrameTable  # noqa: PLC0415  (as in _open)
+    assert isinstance(table, FrameTable)
+    return table.fingerprint()
+
+
+def check_row_count(options: RunOptions, table: Table, reopen: Callable[[], Table]) -> None:
+    """``--min-rows``/``--max-rows``: refuse the input before anything is sent.
+
+    A cheap bound (line ends, row tags) settles most files; rows are only read, by a
+    reader of their own, as far as a limit needs: never the whole of a large file twice.
+    """
+    low, high = options.min_rows, options.max_rows
+    if low is None and high is None:
+        return
+    bound = table.row_bound()
+    need = max(low or 0, high + 1 if high is not None and bound > high else 0)
+    count = 0
+    if need:
+        with closing(reopen()) as counting:
+            for record in counting.records():
+                count += not _is_blank(record)
+                if count >= need:
+                    break
+    name = options.input.name
+    if high is not None and count > high:
+        raise InputFileError(
+            f"{name} has more data rows than --max-rows {high:,} allows (it has at least "
+            f"{count:,}; about {bound:,}), so nothing was sent: check the export that made "
+            "it, or raise --max-rows if this size is expected")
+    if low is not None and count < low:
+        raise InputFileError(
+            f"{name} has {count:,} data rows, fewer than --min-rows {low:,}, so nothing was "
+            "sent: check the export that made it (did it run, did it find the rows?), or "
+            "lower --min-rows if this size is expected")
+
+
 def run(options: RunOptions, *, on_warning: Callable[[str], None] | None = None,
         transport: Transport | None = None, handle_signals: bool = False,
-        on_progress: Listener | None = None, control: RunControl | None = None) -> Summary:
+        on_progress: Listener | None = None, control: RunControl | None = None,
+        frame: pd.DataFrame | None = None) -> Summary:
     """Run one job and return its summary. Raises UsageError or InputFileError (nothing sent).
 
     Never prints (but for the progress bar) and never exits the process; warnings go to
@@ -466,10 +604,13 @@ def run(options: RunOptions, *, on_warning: Callable[[str], None] | None = None,
     the run as Ctrl-C does. ``transport`` replaces the HTTP client, for tests.
     ``handle_signals`` (the CLI's choice, not a library's) makes Ctrl-C and SIGTERM stop the
     run gracefully. Inside a running event loop (a notebook) the run gets a loop of its own
-    in a worker thread; an async caller wants ``run_async``.
+    in a worker thread; an async caller wants ``run_async``. ``frame``, a pandas DataFrame,
+    holds the rows instead of the file ``options.input``, which then only names them (in the
+    reports, the default ``out`` and ``attach_dir``).
     """
-    with closing(_open(options)) as table:
-        job = _Run(options, on_warning)
+    with closing(_open(options, frame)) as table, ExitStack() as stack:
+        check_row_count(options, table, lambda: _open(options, frame))
+        job = stack.enter_context(_Run(options, on_warning))
         job.summary.input_format = table.description
         listeners = _listeners(options, on_progress)
         progress = Progress(table.estimate_rows() if listeners else None, listeners)
@@ -494,13 +635,15 @@ def run(options: RunOptions, *, on_warning: Callable[[str], None] | None = None,
 
 async def run_async(options: RunOptions, *, on_warning: Callable[[str], None] | None = None,
                     transport: Transport | None = None, on_progress: Listener | None = None,
-                    control: RunControl | None = None) -> Summary:
+                    control: RunControl | None = None, frame: pd.DataFrame | None = None,
+                    ) -> Summary:
     """``run`` on the caller's event loop (a web server's): sending shares the loop, while
     opening the file, counting its rows and a dry run go to a worker thread, so the loop
     is never blocked for long."""
-    table = await asyncio.to_thread(_open, options)
-    try:
-        job = _Run(options, on_warning)
+    table = await asyncio.to_thread(_open, options, frame)
+    with closing(table), ExitStack() as stack:
+        await asyncio.to_thread(check_row_count, options, table, lambda: _open(options, frame))
+        job = stack.enter_context(_Run(options, on_warning))
         job.summary.input_format = table.description
         listeners = _listeners(options, on_progress)
         total = await asyncio.to_thread(table.estimate_rows) if listeners else None
@@ -508,5 +651,3 @@ async def run_async(options: RunOptions, *, on_warning: Callable[[str], None] | 
         if options.dry_run:
             return await asyncio.to_thread(_dry_run, job, table, progress)
         return await _send(job, table, transport, control or RunControl(), progress)
-    finally:
-        table.close()

@@ -25,13 +25,16 @@ import json
 import os
 import sqlite3
 from collections import Counter
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from .errors import UsageError
+
+if TYPE_CHECKING:
+    from .ledger import Ledger
 
 JOURNAL_NAME = "journal.sqlite"
 LOCK_NAME = ".lock"
@@ -120,6 +123,21 @@ class RunLock:
             self._fd = None
 
 
+def is_running(out: Path) -> bool:
+    """Whether a process holds the run folder's lock now: its run is live, not killed."""
+    try:
+        fd = os.open(out / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # and with it the shared lock, if it was taken
+    return False
+
+
 def _read_only(path: Path) -> sqlite3.Connection:
     # A URI, so that mode=ro applies; as_uri() escapes spaces, "?" and "#" in the path.
     return sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
@@ -127,7 +145,9 @@ def _read_only(path: Path) -> sqlite3.Connection:
 
 def check_options(stored: dict[str, Any], fixed: dict[str, Any]) -> None:
     """Refuse options that would change what the rows of a resumed run become."""
-    changed = [k for k in stored if stored[k] != fixed.get(k)]
+    # An option an earlier version stored and this one no longer has counts only if it
+    # was used (``engaged_in``, now the ledger's work).
+    changed = [k for k in stored if stored[k] != fixed.get(k) and (k in fixed or stored[k])]
     if changed:
         raise UsageError(
             "--resume continues the run with its own options, and these differ: "
@@ -158,43 +178,49 @@ def stored_options(out: Path) -> dict[str, Any]:
     return dict(json.loads(found[0]))
 
 
-@dataclass(frozen=True, slots=True)
-class Engaged:
-    """What an earlier run did with one identifier (a test send, before the full send)."""
-
-    run: Path
-    state: str
-    """``ok``, or ``sending``/``uncertain``: its request was on its way, outcome unknown."""
-    completed_at: str
-
-
-def engaged_by(out: Path, workflow_id: int | None, matching: str) -> dict[str, Engaged]:
-    """The identifiers the run in ``out`` engaged (or may have) for ``workflow_id``.
-
-    Another workflow's engagements do not count: the same profile may be engaged in each;
-    nor do another matching mode's (its identifiers are another kind). A run that never
-    began (it waited in a queue) engaged no one.
-    """
-    if not (out / JOURNAL_NAME).is_file():
-        return {}
-    stored = stored_options(out)
-    if (stored.get("workflow_id"), stored.get("matching")) != (workflow_id, matching):
-        return {}
-    reader = _read_only(out / JOURNAL_NAME)
+def state_of(out: Path, row: int) -> str | None:
+    """What the run in ``out`` last wrote for ``row`` (``None``: nothing, or it was to be sent
+    again); ``uncertain`` when that run's journal is gone, as nobody can know then."""
+    path = out / JOURNAL_NAME
+    if not path.is_file():
+        return UNCERTAIN
+    reader = _read_only(path)
     try:
-        return {identifier: Engaged(out, state, completed_at)
-                for identifier, state, completed_at in reader.execute(
-                    "SELECT identifier, state, completed_at FROM rows "
-                    "WHERE state IN ('ok', ?, ?)", (SENDING, UNCERTAIN))}
+        found = reader.execute("SELECT state FROM rows WHERE row = ?", (row,)).fetchone()
+    except sqlite3.DatabaseError:
+        return UNCERTAIN
     finally:
         reader.close()
+    return None if found is None else str(found[0])
+
+
+def journal_rows(out: Path) -> tuple[dict[str, Any], Iterator[tuple[int, str, str, str]]] | None:
+    """A run's options, and its journal's rows (row, state, identifier, completed_at); ``None``
+    when it has no readable journal (it never began, or its folder is gone)."""
+    try:
+        options = stored_options(out)
+    except UsageError:
+        return None
+
+    def rows() -> Iterator[tuple[int, str, str, str]]:
+        reader = _read_only(out / JOURNAL_NAME)
+        try:
+            yield from reader.execute(
+                "SELECT row, state, identifier, completed_at FROM rows ORDER BY row")
+        finally:
+            reader.close()
+
+    return options, rows()
 
 
 class Journal:
     """The database, and the group committer that makes writes durable in batches."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, ledger: Ledger | None = None) -> None:
         self.path = path
+        self._ledger = ledger
+        """Written in the same group commit, after the journal (see ``ledger``)."""
+        self._refused: dict[int, str] = {}
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # the WAL is synced below, per commit
@@ -271,8 +297,10 @@ class Journal:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
 
-    async def sending(self, row: int, identifier: str) -> None:
-        """Mark the row as on its way; returns once that is on disk."""
+    async def sending(self, row: int, identifier: str) -> str | None:
+        """Mark the row as on its way; returns once that is on disk. Returns why the row
+        must not be sent after all (another run sharing the ledger claimed its profile
+        first), or ``None``."""
         if self._failure is not None:
             raise self._failure
         self._pending[row] = (row, SENDING, identifier, 0, None, "", "", "")
@@ -280,6 +308,7 @@ class Journal:
             self._next_commit = self._loop.create_future()
             self._loop.call_soon(self._flush)
         await self._next_commit
+        return self._refused.pop(row, None)
 
     def record(self, result: RowState) -> None:
         """A row's result; on disk with the next commit (nobody waits for it)."""
@@ -297,8 +326,7 @@ class Journal:
         if not pending:  # stop() got here first
             return
         try:
-            self._commit(pending)
-            os.fdatasync(self._wal)
+            self._write(pending)
         except Exception as e:
             self._failure = e
             if commit is not None and not commit.done():
@@ -306,6 +334,14 @@ class Journal:
             return
         if commit is not None and not commit.done():
             commit.set_result(None)
+
+    def _write(self, pending: dict[int, tuple[Any, ...] | None]) -> None:
+        """Both durable, the journal first: a ledger entry's row is always in the journal."""
+        self._commit(pending)
+        os.fdatasync(self._wal)
+        if self._ledger is not None:
+            self._refused.update(self._ledger.commit(
+                (row, None if state is None else state[1]) for row, state in pending.items()))
 
     def _commit(self, pending: dict[int, tuple[Any, ...] | None]) -> None:
         upserts = [state for state in pending.values() if state is not None]
@@ -330,7 +366,6 @@ class Journal:
     def close(self) -> None:
         if self._pending:
             pending, self._pending = self._pending, {}
-            self._commit(pending)
-            os.fdatasync(self._wal)
+            self._write(pending)
         os.close(self._wal)
         self._db.close()

@@ -93,7 +93,10 @@ def identity(matching: Matching, identifier: str) -> str:
     matches them so), a custom request by its JSON value, the rest exactly. An earlier run's
     engagements are looked up the same way."""
     if matching is Matching.EMAIL:
-        return identifier.casefold()
+        folded = identifier.casefold()
+        # Most emails are written folded already: the run's duplicate check, which keeps a
+        # key per row, then holds the row's own string, not a copy (a DataFrame's live on).
+        return identifier if folded == identifier else folded
     if matching is Matching.CUSTOM_REQUEST:
         return json.dumps(parse_json_cell(identifier), sort_keys=True, ensure_ascii=False)
     return identifier
@@ -231,6 +234,11 @@ class Mapper:
         self._fixed_content: dict[str, Any] = {}
         for key, value in options.content:
             _set_path(self._fixed_content, tuple(key.split(".")), parse_json_cell(value))
+
+    @property
+    def identifier_index(self) -> int:
+        """The identifier's column: a --log-file line masks its cell, valid or not."""
+        return self._identifier[0]
 
     @staticmethod
     def role(key: str) -> str | None:

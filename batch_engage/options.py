@@ -82,9 +82,17 @@ class RunOptions:
     """With ``resume``: also send rows whose request was on its way when the run was killed."""
     row_limit: int | None = None
     """Send only the first N valid rows (a test send); the rest are left unsent."""
-    engaged_in: tuple[Path, ...] = ()
-    """Run folders (a test send) whose engaged profiles are not sent again: those rows go to
-    skipped.csv as ``already_engaged``."""
+    ledger: Path | None = None
+    """An SQLite file shared by runs: profiles it holds as engaged in this workflow are not
+    sent again (skipped.csv, ``already_engaged``); each engagement is recorded there."""
+    ledger_days: float | None = None
+    """Only the ledger's engagements within this many days count."""
+    min_rows: int | None = None
+    max_rows: int | None = None
+    """Refuse an input with fewer or more data rows (a guard for unattended runs)."""
+    log_file: Path | None = None
+    """Append the run's events to this file as JSON lines (see ``runlog``); it may change
+    on ``--resume``."""
 
     def __post_init__(self) -> None:
         if self.workflow_id is None:
@@ -96,8 +104,22 @@ class RunOptions:
             )
         if self.field_name and self.matching is not Matching.CUSTOM:
             raise UsageError("--field-name only works with --matching custom")
-        if self.resend_uncertain and not self.resume:
-            raise UsageError("--resend-uncertain only works with --resume")
+        if self.resend_uncertain and not (self.resume or self.ledger):
+            raise UsageError("--resend-uncertain only works with --resume (the run's own "
+                             "uncertain rows) or --ledger (those of earlier runs)")
+        if self.ledger_days is not None and (
+                not math.isfinite(self.ledger_days) or self.ledger_days <= 0):
+            raise UsageError(f"--ledger-days {self.ledger_days:g} is not a number of days; "
+                             "give e.g. --ledger-days 30")
+        if self.ledger_days is not None and self.ledger is None:
+            raise UsageError("--ledger-days only works with --ledger PATH, the ledger file")
+        for name, limit in (("--min-rows", self.min_rows), ("--max-rows", self.max_rows)):
+            if limit is not None and limit < 0:
+                raise UsageError(f"{name} {limit} is not a number of rows; give 0 or more")
+        if (self.min_rows is not None and self.max_rows is not None
+                and self.min_rows > self.max_rows):
+            raise UsageError(f"--min-rows {self.min_rows} is more than --max-rows "
+                             f"{self.max_rows}: no file could pass; swap them")
         if not math.isfinite(self.rate_per_second) or self.rate_per_second < 0:
             raise UsageError(f"--rate {self.rate_per_second} is not a number of requests a "
                              "second; give e.g. --rate 10, or --rate 0 for no limit")
@@ -146,7 +168,8 @@ class RunOptions:
             "columns": self.columns,
             "allow_duplicates": self.allow_duplicates,
             "include_hidden_rows": self.include_hidden_rows,
-            "engaged_in": [str(p.absolute()) for p in self.engaged_in],
+            "ledger": str(self.ledger.absolute()) if self.ledger else None,
+            "ledger_days": self.ledger_days,
         }
 
     def public(self) -> dict[str, Any]:
@@ -167,12 +190,16 @@ class RunOptions:
             "resume": self.resume,
             "resend_uncertain": self.resend_uncertain,
             "row_limit": self.row_limit,
+            "ledger": str(self.ledger) if self.ledger else None,
+            "min_rows": self.min_rows,
+            "max_rows": self.max_rows,
+            "log_file": str(self.log_file) if self.log_file else None,
         }
 
 
 # Config keys that name files: they are taken relative to the config file's folder, so a
 # config works the same from cron, a shell in another folder, or an Airflow task.
-_PATH_KEYS = frozenset({"attach", "attach_dir", "token_file"})
+_PATH_KEYS = frozenset({"attach", "attach_dir", "token_file", "ledger", "log_file"})
 
 
 @dataclass(frozen=True)
@@ -228,7 +255,8 @@ def _relative_to(config: Path, key: str, value: Any) -> str | list[str]:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return [str(config.parent / v) for v in value]
     # A number would reach the OS as a file descriptor (7 is some open file, 0 is stdin).
-    example = {"attach": "terms.pdf", "attach_dir": "files", "token_file": "token.txt"}[
+    example = {"attach": "terms.pdf", "attach_dir": "files", "token_file": "token.txt",
+               "ledger": "engaged.sqlite", "log_file": "batch-engage.jsonl"}[
         key.replace("-", "_")]
     raise UsageError(
         f'config file {config}: {key} must be a path in quotes, e.g. {key} = "{example}"'

@@ -62,6 +62,11 @@ class Table(Protocol):
         """About how many rows follow the header, cheaply, for a progress bar's total."""
         ...
 
+    def row_bound(self) -> int:
+        """A number of data rows the table surely does not exceed, found without parsing
+        every row (``--max-rows`` needs it before anything is sent)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -422,6 +427,10 @@ class TextTable:
                 last = chunk
         return max(0, lines - (1 if last.endswith(b"\n") else 0))
 
+    def row_bound(self) -> int:
+        # Every row ends a line; blank lines, a sep= line and multi-line cells only add.
+        return self.estimate_rows()
+
     def _read_error(self, error: Exception, number: int) -> InputFileError:
         if isinstance(error, UnicodeDecodeError):
             other = "cp1251" if self.encoding.startswith("utf") else "utf-8"
@@ -596,6 +605,10 @@ class ExcelTable:
 
     def estimate_rows(self) -> int:
         return max(0, self._book.estimate_rows(self._sheet) - self._header_number)
+
+    def row_bound(self) -> int:
+        # The dimension may be missing or wrong (some writers put A1): count the rows.
+        return max(0, self._book.count_rows(self._sheet) - 1)
 
     def close(self) -> None:
         # A sheet's open stream keeps the file open after the zip is closed: a run that stops

@@ -26,14 +26,17 @@ def guard(cell: str) -> str:
 class _CsvReport:
     def __init__(self, path: Path, header: list[str]) -> None:
         # UTF-8 with a BOM, so that Excel shows Cyrillic and other non-Latin text right.
-        # Line-buffered: each row reaches the file as its result arrives, so a crash
-        # loses nothing that had already finished.
-        self._file = path.open("w", encoding="utf-8-sig", newline="", buffering=1)
+        # Buffered, not a write per row: what a kill must not lose is in the journal, and
+        # --resume writes the reports again from it. A run flushes them every few seconds.
+        self._file = path.open("w", encoding="utf-8-sig", newline="")
         self._writer = csv.writer(self._file)
         self._writer.writerow([guard(h) for h in header])
 
     def _write(self, cells: list[str]) -> None:
         self._writer.writerow([guard(c) for c in cells])
+
+    def flush(self) -> None:
+        self._file.flush()
 
     def close(self) -> None:
         self._file.close()

@@ -74,19 +74,34 @@ Transport = Callable[[bytes], Awaitable[Answer]]
 class Ledger(Protocol):
     """Where the sender notes which rows are on their way (the journal, in a run)."""
 
-    async def sending(self, row: int, identifier: str) -> None:
-        """Note the row as on its way; return once the note is durable."""
+    async def sending(self, row: int, identifier: str) -> str | None:
+        """Note the row as on its way; return once the note is durable. Returns why the row
+        must not be sent after all (another run claimed its profile), or ``None``."""
 
     def forget(self, row: int) -> None:
         """The row's last request is known not to have been acted on."""
 
 
 class _NoLedger:
-    async def sending(self, row: int, identifier: str) -> None:
-        pass
+    async def sending(self, row: int, identifier: str) -> str | None:
+        return None
 
     def forget(self, row: int) -> None:
         pass
+
+
+class Observer(Protocol):
+    """Told what happens between a row's tries and to the whole run (the --log-file)."""
+
+    def retry(self, request: Request, attempt: int, reason: str, delay: float,
+              unanswered: bool) -> None:
+        """Try ``attempt`` failed for ``reason``; the next one starts in ``delay`` s."""
+
+    def slow_down(self, rate: float) -> None:
+        """A 429 lowered the run's rate to ``rate`` requests a second."""
+
+    def stopped(self, reason: str) -> None:
+        """The run stops: nothing more is started."""
 
 
 def aiohttp_transport(
@@ -242,8 +257,9 @@ class RetryPolicy:
 class Result:
     outcome: str
     """``ok``; a failure stage (``api``, ``http``, ``network``); ``unsent``: the run
-    stopped before this row got an answer, so it still has to be sent; or ``uncertain``:
-    the run was aborted while the row's request was on its way."""
+    stopped before this row got an answer, so it still has to be sent; ``uncertain``:
+    the run was aborted while the row's request was on its way; or ``already_engaged``:
+    another run sharing the ledger claimed the profile first (``error_text`` says which)."""
     attempts: int
     http_status: int | None
     error: str
@@ -262,9 +278,11 @@ class Sender:
     def __init__(
         self, transport: Transport, *, limiter: RateLimiter, max_in_flight: int,
         policy: RetryPolicy, rng: random.Random | None = None, ledger: Ledger | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self._transport = transport
         self._ledger = ledger or _NoLedger()
+        self._observer = observer
         self._limiter = limiter
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self._policy = policy
@@ -285,6 +303,8 @@ class Sender:
         """
         if self.stop_reason is None:
             self.stop_reason = reason
+            if self._observer is not None:
+                self._observer.stopped(reason)
         for task in list(self._waiting):
             task.cancel()
 
@@ -334,7 +354,10 @@ class Sender:
             try:
                 with self._stoppable(task):
                     # Noted before the rate wait, so the note's commit overlaps with it.
-                    await self._ledger.sending(request.row, request.identifier)
+                    taken = await self._ledger.sending(request.row, request.identifier)
+                    if taken is not None:
+                        return Result("already_engaged", attempt, None, "already_engaged",
+                                      taken, timestamp())
                     await self._limiter.acquire()
                 if self.stop_reason is not None:
                     return Result("unsent", attempt, None, "", "", timestamp())
@@ -376,7 +399,7 @@ class Sender:
                     self._ledger.forget(request.row)
                     retry_after = parse_retry_after(answer.retry_after, datetime.now(UTC))
                     if answer.status == 429:
-                        self._limiter.slow_down()
+                        self._slow_down()
             finally:
                 self._on_the_wire.discard(task)
                 self._in_flight.release()
@@ -390,8 +413,22 @@ class Sender:
                 return Result("unsent", attempt, None, "", "", timestamp())
             self.retries[reason] += 1
             self.retries_unanswered += unanswered
+            delay = self._policy.delay(attempt, retry_after, self._rng)
+            if self._observer is not None:
+                self._observer.retry(request, attempt, reason, delay, unanswered)
             with self._stoppable(task):
-                await asyncio.sleep(self._policy.delay(attempt, retry_after, self._rng))
+                await asyncio.sleep(delay)
+
+    def _slow_down(self) -> None:
+        if self._observer is None:
+            self._limiter.slow_down()
+            return
+        # Most 429s of a burst leave the rate as it is (halved at most once a second).
+        before = self._limiter.current_per_second
+        self._limiter.slow_down()
+        after = self._limiter.current_per_second
+        if after != before:
+            self._observer.slow_down(after)
 
     async def send_all(
         self, items: Iterable[tuple[T, Request]], on_result: Callable[[T, Request, Result], None],

@@ -334,6 +334,19 @@ class Workbook:
         match = _DIMENSION.search(head)
         return int(match.group(1)) if match else 0
 
+    def count_rows(self, sheet: Sheet) -> int:
+        """How many row elements the sheet holds, without reading their cells: at least its
+        number of rows with data, whatever its ``dimension`` claims."""
+        count, tail = 0, b""
+        with self._zip.open(sheet.part) as stream:
+            while chunk := stream.read(1 << 20):
+                # A tag cut in two by the chunk boundary is found in the joined tail.
+                text = tail + chunk
+                count += len(_ROW_TAG.findall(text))
+                tail = text[-16:]
+                count -= len(_ROW_TAG.findall(tail))
+        return count + len(_ROW_TAG.findall(tail))
+
     def rows(self, sheet: Sheet) -> Generator[Row]:
         """Every row element of the sheet in order, with the text each cell shows."""
         return _sheet_rows(self, sheet)
@@ -351,6 +364,7 @@ class Workbook:
 
 # The shape Excel (and openpyxl, LibreOffice...) writes rows and cells in. A row whose text
 # these do not match cell by cell, to its last character, goes to expat instead.
+_ROW_TAG = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?row[\s/>]")
 _ROW_NUMBER = re.compile(r'\br="(\d+)"')
 _ROW_HIDDEN = re.compile(r'\bhidden="(?:1|true)"')
 _CELL = re.compile(

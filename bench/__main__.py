@@ -22,6 +22,13 @@
   page, with the data folder empty and then holding the runs; a 20,000-row run watched by
   three event-stream tabs and by none, alternately (target: at least 95% of the unwatched
   rate). The table also goes to ``bench/RESULTS.md``.
+- ``ledger``: a 1,000,000-row dry run (``--csv-rows``) and a 20,000-row send at
+  ``--rate 0`` (``--send-rows``), each with a 10,000,000-entry ``--ledger`` and without
+  (targets: the dry run at most 1.1x, the send at least 90% of the rate).
+- ``frame``: a 1,000,000-row, 6-column pandas DataFrame dry-run through
+  ``run(options, frame=df)``: rows/s, and the peak RSS beyond what the process held before
+  the frame was built, as a multiple of the frame's own size (target: under 1.5x); next to
+  reading it with ``itertuples`` and to a ``to_csv`` of it dry-run from the file.
 
 Peak RSS is each process's own: commands start from the small ``bench/spawn.py``, since
 Linux would count this process's memory in a child it starts directly.
@@ -40,7 +47,6 @@ import datetime as dt
 import json
 import os
 import random
-import re
 import subprocess
 import sys
 import time
@@ -50,7 +56,9 @@ from pathlib import Path
 import openpyxl
 import pandas as pd
 
-from bench.common import DATA, id_config, run_cli
+from bench.common import DATA, id_config, mock_process, run_cli, timed_run
+from bench.frame import bench_frame
+from bench.ledger import bench_ledger
 from bench.web import bench_web
 from bench.xlsx import bench_xlsx
 
@@ -152,39 +160,12 @@ def bench_rate(rows: int, rate: float, stamp: str) -> None:
           f"(target: at least {0.94 * rate:.0f}/s), {times[-1] - times[0]:.1f} s in all")
 
 
-def _mock_process(token: str, latency_ms: float) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "batch_engage", "mock-server", "--port", "0", "--token", token,
-         "--latency-ms", f"{latency_ms:g}"],
-        stderr=subprocess.PIPE, text=True)
-    assert process.stderr is not None
-    match = re.search(r"listening on (http://[0-9.:]+)", process.stderr.readline())
-    if match is None:
-        process.kill()
-        sys.exit("the mock server did not start")
-    return process, match.group(1)
-
-
 def _accepted(url: str) -> int:
     from batch_engage.mock_server import STATS_PATH  # noqa: PLC0415
 
     with urllib.request.urlopen(url + STATS_PATH) as answer:
         total: int = json.load(answer)["accepted_total"]
         return total
-
-
-def _timed_run(data: Path, url: str, token: str, out: Path, *, concurrency: int,
-               module: str) -> float:
-    """The run's own duration (read, map, send, report), from its summary.json."""
-    rows = sum(1 for _ in data.open("rb")) - 1
-    run_cli(["run", str(data), "-w", "1", "--rate", "0", "--concurrency", str(concurrency),
-             "-q", "--api-url", url, "--out", str(out)],
-            env={"BATCH_ENGAGE_TOKEN": token}, module=module)
-    summary = json.loads((out / "summary.json").read_text("utf-8"))
-    if summary["outcomes"] != {"ok": rows}:
-        sys.exit(f"the run did not send every row: {summary['outcomes']}")
-    seconds: float = summary["duration_seconds"]
-    return seconds
 
 
 def bench_throughput(rows: int, concurrency: int, latency_ms: float, stamp: str) -> None:
@@ -194,15 +175,15 @@ def bench_throughput(rows: int, concurrency: int, latency_ms: float, stamp: str)
     data = _emails(rows)
     dry = DATA / f"out-dry-{latency_ms:g}ms-{stamp}"
     run_cli(["run", str(data), "-w", "1", "--dry-run", "-q", "--out", str(dry)])
-    server, url = _mock_process(token, latency_ms)
+    server, url = mock_process(token, latency_ms)
     rounds = 3
     try:
         journal, no_journal, bare = [], [], []
         for round_ in range(rounds):  # interleaved, best of each, to even out the noise
             out = DATA / f"out-tp-{latency_ms:g}ms-{stamp}-{round_}"
-            journal.append(_timed_run(data, url, token, out, concurrency=concurrency,
+            journal.append(timed_run(data, url, token, out, concurrency=concurrency,
                                       module="batch_engage"))
-            no_journal.append(_timed_run(data, url, token, out.with_name(out.name + "-off"),
+            no_journal.append(timed_run(data, url, token, out.with_name(out.name + "-off"),
                                          concurrency=concurrency, module="bench.no_journal"))
             done = subprocess.run(
                 [sys.executable, "-m", "bench.bare_client", url + ENDPOINT,
@@ -228,7 +209,7 @@ def bench_throughput(rows: int, concurrency: int, latency_ms: float, stamp: str)
           f"({best_bare:.2f} s: send only); batch-engage: {best_bare / best_journal:.0%} of it")
 
 
-SECTIONS = ("dry-run", "rate", "throughput", "xlsx", "web")
+SECTIONS = ("dry-run", "rate", "throughput", "xlsx", "web", "frame", "ledger")
 
 
 def main() -> None:
@@ -253,6 +234,10 @@ def main() -> None:
                         help="runs with no tab and with three tabs, each [default: 3]")
     parser.add_argument("--web-concurrency", type=int, default=8,
                         help="serve --concurrency in the web section [default: 8, serve's]")
+    parser.add_argument("--frame-rows", type=int, default=1_000_000,
+                        help="rows of the DataFrame in frame [default: 1,000,000]")
+    parser.add_argument("--ledger-entries", type=int, default=10_000_000,
+                        help="entries in the ledger section's ledger [default: 10,000,000]")
     args = parser.parse_args()
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
@@ -275,6 +260,10 @@ def main() -> None:
     if "web" in args.sections:
         bench_web(args.web_check_rows, args.web_send_rows, args.web_rounds,
                   args.web_concurrency, stamp)
+    if "frame" in args.sections:
+        bench_frame(args.frame_rows, stamp)
+    if "ledger" in args.sections:
+        bench_ledger(args.ledger_entries, args.csv_rows, args.send_rows, stamp)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -70,3 +71,30 @@ def id_config() -> Path:
     path = DATA / "by-id.toml"
     path.write_text('[columns]\n"content.customer_id" = "field_value"\n', "utf-8")
     return path
+
+
+def mock_process(token: str, latency_ms: float) -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "batch_engage", "mock-server", "--port", "0", "--token", token,
+         "--latency-ms", f"{latency_ms:g}"],
+        stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    match = re.search(r"listening on (http://[0-9.:]+)", process.stderr.readline())
+    if match is None:
+        process.kill()
+        sys.exit("the mock server did not start")
+    return process, match.group(1)
+
+
+def timed_run(data: Path, url: str, token: str, out: Path, *, concurrency: int,
+              module: str = "batch_engage", extra: tuple[str, ...] = ()) -> float:
+    """The run's own duration (read, map, send, report), from its summary.json."""
+    rows = sum(1 for _ in data.open("rb")) - 1
+    run_cli(["run", str(data), "-w", "1", "--rate", "0", "--concurrency", str(concurrency),
+             "-q", "--api-url", url, "--out", str(out), *extra],
+            env={"BATCH_ENGAGE_TOKEN": token}, module=module)
+    summary = json.loads((out / "summary.json").read_text("utf-8"))
+    if summary["outcomes"] != {"ok": rows}:
+        sys.exit(f"the run did not send every row: {summary['outcomes']}")
+    seconds: float = summary["duration_seconds"]
+    return seconds

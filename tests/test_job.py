@@ -25,7 +25,7 @@ import aiohttp
 import openpyxl
 import pytest
 
-from batch_engage import InputFileError, Matching, RunOptions, Secret, UsageError, open_table, run
+from batch_engage import InputFileError, RunOptions, Secret, UsageError, open_table, run
 from batch_engage import job as job_module
 from batch_engage.job import default_out
 from batch_engage.journal import JOURNAL_NAME
@@ -769,43 +769,6 @@ def test_a_row_limit_sends_the_first_valid_rows_and_leaves_the_rest_unsent(
     assert [r["_row"] for r in failed_rows(tmp_path / "out")] == ["3"]
 
 
-def test_the_send_after_a_test_send_skips_the_profiles_it_engaged(tmp_path: Path) -> None:
-    data = emails(tmp_path, *(f"k{i}@example.com" for i in range(5)))
-    test = tmp_path / "test"
-    run(sending(data, test, row_limit=2), transport=recording([]))
-    sent: list[str] = []
-    summary = run(sending(data, tmp_path / "all", engaged_in=(test,)), transport=recording(sent))
-    assert sent == ["k2@example.com", "k3@example.com", "k4@example.com"]
-    assert summary.skipped == Counter({"already_engaged": 2})
-    assert summary.failed == 0
-    skipped = read_csv(tmp_path / "all" / "skipped.csv")
-    assert [(r["_row"], r["_reason"]) for r in skipped] == [
-        ("2", "already_engaged"), ("3", "already_engaged")]
-    assert skipped[0]["_detail"].startswith("engaged by the run test at 20")
-    # Another workflow may engage the same profiles: the test send does not count there.
-    other: list[str] = []
-    run(sending(data, tmp_path / "other", engaged_in=(test,), workflow_id=2),
-        transport=recording(other))
-    assert len(other) == 5
-
-
-def test_a_row_a_stopped_test_send_may_have_engaged_is_uncertain_not_resent(
-    tmp_path: Path
-) -> None:
-    data = emails(tmp_path, "a@example.com", "b@example.com")
-    test = tmp_path / "test"
-    run(sending(data, test, row_limit=1), transport=recording([]))
-    with closing(sqlite3.connect(test / JOURNAL_NAME)) as db, db:
-        db.execute("UPDATE rows SET state = 'sending'")  # as a kill mid-request leaves it
-    sent: list[str] = []
-    summary = run(sending(data, tmp_path / "all", engaged_in=(test,)), transport=recording(sent))
-    assert sent == ["b@example.com"]
-    assert summary.outcomes == Counter({"ok": 1, "uncertain": 1})
-    assert failed_rows(tmp_path / "all")[0]["_error_text"] == (
-        "the run test was stopped while this row's request was on its way; it may or may "
-        "not have engaged the profile: check in the account, then send it from failed.csv")
-
-
 def test_run_async_shares_the_callers_loop_and_reports_progress(tmp_path: Path) -> None:
     data = write_csv(tmp_path / "in.csv", "email,note\na@example.com,x\nbad,x\n"
                                           "b@example.com,x\ngone@example.com,x\n")
@@ -877,55 +840,6 @@ def test_a_failed_xlsx_that_cannot_be_written_is_a_warning_and_summary_json_is_w
     assert warnings[-1] == message
     assert read_summary(tmp_path / "out")["warnings"][-1] == message
     assert summary.failed == 1
-
-
-def test_an_earlier_run_that_never_began_engaged_no_one(tmp_path: Path) -> None:
-    """A page's run that waited in the queue and was stopped there has no journal."""
-    data = emails(tmp_path, "a@example.com")
-    never = tmp_path / "never"
-    never.mkdir()
-    sent: list[str] = []
-    run(sending(data, tmp_path / "out", engaged_in=(never,)), transport=recording(sent))
-    assert sent == ["a@example.com"]
-
-
-def test_a_dry_run_counts_the_rows_an_earlier_run_engaged_and_does_not_list_them(
-    tmp_path: Path
-) -> None:
-    """Check on the page, before the Send that follows a test send."""
-    data = emails(tmp_path, "a@example.com", "b@example.com", "c@example.com")
-    test = tmp_path / "test"
-    run(sending(data, test, row_limit=2), transport=recording([]))
-    summary = run(RunOptions(input=data, workflow_id=1, dry_run=True, out=tmp_path / "dry",
-                             engaged_in=(test,)))
-    assert summary.outcomes == Counter({"valid": 1})
-    assert summary.skipped == Counter({"already_engaged": 2})
-    assert [r["row"] for r in read_requests(tmp_path / "dry")] == [4]
-    assert [r["_reason"] for r in read_csv(tmp_path / "dry" / "skipped.csv")] == [
-        "already_engaged", "already_engaged"]
-
-
-def test_an_earlier_run_counts_an_email_in_any_case_as_the_same_profile(tmp_path: Path) -> None:
-    """A fixed failed.csv that keeps its duplicate row (JOHN.DOE@... after john.doe@...)."""
-    first = write_csv(tmp_path / "a.csv", "email\njohn.doe@example.com\n")
-    run(sending(first, tmp_path / "a"), transport=recording([]))
-    again = write_csv(tmp_path / "b.csv", "email\nJOHN.DOE@Example.com\nnew@example.com\n")
-    sent: list[str] = []
-    summary = run(sending(again, tmp_path / "b", engaged_in=(tmp_path / "a",)),
-                  transport=recording(sent))
-    assert sent == ["new@example.com"]
-    assert summary.skipped == Counter({"already_engaged": 1})
-    # Matched by profile id, the same text is another kind of identifier: not skipped.
-    ids = write_csv(tmp_path / "c.csv", "profile_id\njohn.doe@example.com\n")
-    by_id: list[str] = []
-
-    async def profile_ids(body: bytes) -> Answer:
-        by_id.append(json.loads(body)["profile_id"])
-        return OK
-
-    run(sending(ids, tmp_path / "c", engaged_in=(tmp_path / "a",), matching=Matching.PROFILE_ID),
-        transport=profile_ids)
-    assert by_id == ["john.doe@example.com"]
 
 
 def test_progress_events_keep_coming_while_no_row_finishes_and_tell_a_stop(

@@ -26,7 +26,6 @@ from batch_engage.journal import (
     RowState,
     RunLock,
     check_options,
-    engaged_by,
     stored_options,
 )
 
@@ -370,24 +369,3 @@ def test_leaving_a_lock_never_taken_or_twice_does_nothing(tmp_path: Path) -> Non
     lock.__exit__(None, None, None)
     with RunLock(tmp_path):
         pass
-
-
-def test_engaged_by_gives_whom_a_run_engaged_or_may_have_for_its_workflow_and_matching(
-    tmp_path: Path
-) -> None:
-    path, _ = begun(tmp_path)
-    with closing(sqlite3.connect(path)) as db, db:
-        db.executemany(
-            "INSERT INTO rows (row, state, identifier, completed_at) VALUES (?, ?, ?, ?)",
-            [(2, "ok", "a@example.com", "t2"), (3, "sending", "b@example.com", ""),
-             (4, "uncertain", "c@example.com", "t4"), (5, "api", "d@example.com", "t5"),
-             (6, "network", "e@example.com", "t6")])
-    found = engaged_by(tmp_path, 7, "email")
-    assert {k: (v.state, v.completed_at, v.run) for k, v in found.items()} == {
-        "a@example.com": ("ok", "t2", tmp_path),
-        "b@example.com": ("sending", "", tmp_path),
-        "c@example.com": ("uncertain", "t4", tmp_path),
-    }
-    assert engaged_by(tmp_path, 8, "email") == {}  # another workflow
-    assert engaged_by(tmp_path, 7, "phone") == {}  # another kind of identifier
-    assert engaged_by(tmp_path / "nothing", 7, "email") == {}  # a run that never began

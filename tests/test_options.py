@@ -147,7 +147,14 @@ def run_options(tmp_path: Path, **kw: Any) -> RunOptions:
          "--matching custom needs --field-name, the profile field to match on "
          "(e.g. --field-name CRM_ID); the values come from the field_value column"),
         ({"field_name": "CRM_ID"}, "--field-name only works with --matching custom"),
-        ({"resend_uncertain": True}, "--resend-uncertain only works with --resume"),
+        ({"resend_uncertain": True}, "--resend-uncertain only works with --resume (the "
+         "run's own uncertain rows) or --ledger (those of earlier runs)"),
+        ({"ledger_days": 3}, "--ledger-days only works with --ledger PATH, the ledger file"),
+        ({"ledger": Path("l.sqlite"), "ledger_days": 0},
+         "--ledger-days 0 is not a number of days; give e.g. --ledger-days 30"),
+        ({"min_rows": -1}, "--min-rows -1 is not a number of rows; give 0 or more"),
+        ({"min_rows": 5, "max_rows": 4},
+         "--min-rows 5 is more than --max-rows 4: no file could pass; swap them"),
         ({"resume": True}, "--resume needs --out, the run folder to continue, and no --dry-run"),
         ({"resume": True, "out": Path("runs/a"), "dry_run": True},
          "--resume needs --out, the run folder to continue, and no --dry-run"),
@@ -167,8 +174,9 @@ def run_options(tmp_path: Path, **kw: Any) -> RunOptions:
          "--token-file PATH (a file that holds only the token)"),
     ],
     ids=["no workflow", "custom without field", "custom with empty field", "field not custom",
-         "resend without resume", "resume without out", "resume dry run", "no url", "empty url",
-         "url without scheme", "ftp url", "url without host", "no token"],
+         "resend without resume", "ledger days without ledger", "zero ledger days",
+         "negative min rows", "min above max", "resume without out", "resume dry run", "no url",
+         "empty url", "url without scheme", "ftp url", "url without host", "no token"],
 )
 def test_options_that_cannot_work_say_how_to_fix_them(
     tmp_path: Path, options: dict[str, Any], message: str
@@ -202,8 +210,10 @@ def test_fixed_options_are_plain_json_with_absolute_paths(tmp_path: Path) -> Non
         content=(("promo", "SPRING"), ("order.currency", "RUB")), attach=(Path("terms.pdf"),),
         sheet="Лист1", encoding="cp1251", delimiter=";", columns={"E-mail": "phone"},
         allow_duplicates=True, include_hidden_rows=True, rate_per_second=2.5, row_limit=3,
-        engaged_in=(Path("test-send"),),
+        ledger=Path("engaged.sqlite"), ledger_days=30, min_rows=1, max_rows=9,
+        log_file=Path("logs/nightly.jsonl"),
     )
+    # Not the log file: a resume may log elsewhere.
     fixed = {
         "workflow_id": 12, "api_url": "https://api.example.com", "matching": "phone",
         "field_name": None, "resource_id": 24, "phone_region": "RU",
@@ -211,7 +221,7 @@ def test_fixed_options_are_plain_json_with_absolute_paths(tmp_path: Path) -> Non
         "attach": [str(Path.cwd() / "terms.pdf")], "attach_dir": str(tmp_path),
         "sheet": "Лист1", "encoding": "cp1251", "delimiter": ";",
         "columns": {"E-mail": "phone"}, "allow_duplicates": True, "include_hidden_rows": True,
-        "engaged_in": [str(Path.cwd() / "test-send")],
+        "ledger": str(Path.cwd() / "engaged.sqlite"), "ledger_days": 30,
     }
     assert options.fixed() == fixed
     # summary.json shows what the user wrote, and the sending options; never the token.
@@ -221,7 +231,8 @@ def test_fixed_options_are_plain_json_with_absolute_paths(tmp_path: Path) -> Non
         "attach": ["terms.pdf"], "attach_dir": None,
         "rate": 2.5, "concurrency": 8, "max_attempts": 5, "timeout": 30.0,
         "dry_run": False, "verify_tls": True, "resume": False, "resend_uncertain": False,
-        "row_limit": 3,
+        "row_limit": 3, "ledger": "engaged.sqlite", "min_rows": 1, "max_rows": 9,
+        "log_file": "logs/nightly.jsonl",
     }
 
 

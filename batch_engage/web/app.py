@@ -337,7 +337,7 @@ class Pages:
         out = self.data.check_folder(upload.id)
         options = mapping.options(upload.path, out=out, token=None, api_url=None,
                                   attach_dir=self.data.attachments(upload.id), dry_run=True,
-                                  engaged_in=self._earlier_folders(upload))
+                                  ledger=self.data.ledger)
         try:
             summary = await self.work(run, options)
         except BatchEngageError as e:
@@ -357,16 +357,6 @@ class Pages:
             seconds=valid / mapping.rate if mapping.rate else None,
             warnings=summary.warnings,
         )
-
-    def _earlier_runs(self, upload: Upload) -> list[RunRecord]:
-        """The runs of this upload, and of those a fixed failed.csv came from: Check counts
-        whom they engaged and Send skips them (a test send, a Send pressed twice, a
-        duplicate row left in failed.csv), so no profile is engaged twice from one file."""
-        uploads = {upload.id, *upload.origins}
-        return [r for r in self.data.records() if r.upload_id in uploads]
-
-    def _earlier_folders(self, upload: Upload) -> tuple[Path, ...]:
-        return tuple(self.data.run_folder(r.id) for r in self._earlier_runs(upload))
 
     def _mapping_again(self, upload: Upload, preview: Preview, form: Any,
                        message: str) -> web.Response:
@@ -405,8 +395,7 @@ class Pages:
         headers = (await self.work(read_preview, upload.path, mapping.sheet)).headers
         record = RunRecord(
             id=self.data.new_run_id(), upload_id=upload.id, input_name=upload.name,
-            created_at=now_iso(), mapping=mapping, headers=headers, row_limit=row_limit,
-            engaged_in=[r.id for r in self._earlier_runs(upload)])
+            created_at=now_iso(), mapping=mapping, headers=headers, row_limit=row_limit)
         self.data.save_record(record)
         self.runner.start(record, token, resume=False)
         raise web.HTTPSeeOther(f"/runs/{record.id}")

@@ -126,8 +126,7 @@ class Runner:
             options = record.mapping.options(
                 upload.path, out=out, token=token, api_url=self.api_url, resume=resume,
                 attach_dir=self.data.attachments(upload.id),
-                row_limit=record.row_limit,
-                engaged_in=tuple(self.data.run_folder(r) for r in record.engaged_in))
+                row_limit=record.row_limit, ledger=self.data.ledger)
             await run_async(options, on_progress=on_progress, control=live.control)
         except BatchEngageError as e:
             live.error = str(e)

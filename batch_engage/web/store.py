@@ -63,7 +63,7 @@ class Mapping:
     def options(self, input_path: Path, *, out: Path, token: Secret | None,
                 api_url: str | None, attach_dir: Path, dry_run: bool = False,
                 resume: bool = False, row_limit: int | None = None,
-                engaged_in: tuple[Path, ...] = ()) -> RunOptions:
+                ledger: Path) -> RunOptions:
         return RunOptions(
             input=input_path, workflow_id=self.workflow_id, api_url=api_url, token=token,
             matching=self.matching, field_name=self.field_name,
@@ -71,8 +71,7 @@ class Mapping:
             content=self.content, sheet=self.sheet, columns=self.columns,
             attach_dir=attach_dir,
             rate_per_second=self.rate, max_in_flight=self.concurrency, out=out,
-            dry_run=dry_run, quiet=True, resume=resume, row_limit=row_limit,
-            engaged_in=engaged_in,
+            dry_run=dry_run, quiet=True, resume=resume, row_limit=row_limit, ledger=ledger,
         )
 
     def toml(self, input_name: str) -> str:
@@ -124,20 +123,21 @@ class RunRecord:
     headers: list[str]
     row_limit: int | None = None
     """A test send of the first N valid rows."""
-    engaged_in: list[str] = field(default_factory=list)
-    """Runs (test sends) whose engaged profiles this one skips."""
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "mapping": self.mapping.to_json()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunRecord:
+        data.pop("engaged_in", None)  # kept by earlier versions; the ledger does its work now
         return cls(**{**data, "mapping": Mapping.from_json(data["mapping"])})
 
 
 class DataDir:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.ledger = root / "ledger.sqlite"
+        """Whom the page's runs engaged: Check counts them, Send skips them."""
         for sub in ("uploads", "runs", "pages"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         # Only the user who started the server may read what marketers upload.

@@ -1,0 +1,417 @@
+"""Who was engaged in which scenario, across runs: the ``--ledger`` SQLite file.
+
+A nightly import sends last night's rows again unless something remembers them. The ledger
+holds one entry per (workflow id, kind of identifier, identifier as duplicates are judged):
+``ok`` once the API engaged the profile, ``sending`` while a run's request may be on its
+way. Several runs share one file, at once too: SQLite in WAL mode takes one writer at a time,
+and each claim is a compare-and-set on what the run saw when it read the row, so two runs
+never both send to one profile.
+
+The run's journal is written first, the ledger second, in the same group commit, and a
+request leaves only after both are written. So a ``sending`` entry always has its row in the
+journal of the run named beside it, and a later run can ask that journal what became of it:
+engaged, failed (send again), or unknown (a kill while the request was on its way).
+
+The journal is what is made durable (fsync) at each commit; the ledger is not, as a second
+fsync per commit cost a quarter of the sending rate. Instead a run is marked open in the
+ledger, durably, before its first claim, and closed, durably, after its last write. Whoever
+opens the ledger next replays every run left open (killed, or a power loss that took the
+ledger's last commits with it) from that run's journal, which has every row the ledger can
+have lost.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import islice
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+from .errors import UsageError
+from .journal import is_running, journal_rows
+from .mapper import Request, RowError, identity
+from .options import Matching
+
+OK = "ok"
+SENDING = "sending"
+UNCERTAIN = "uncertain"
+# How long a run waits for another run's commit to the shared file before giving up.
+BUSY_TIMEOUT_MS = 60_000
+# Rows looked up in one query once a run is under way; the first ones go one by one, so the
+# first request does not wait for a batch to fill.
+LOOKUP_BATCH = 512
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    folder TEXT NOT NULL UNIQUE,
+    open INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS entries (
+    workflow_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    identifier TEXT NOT NULL,
+    state TEXT NOT NULL,
+    run INTEGER NOT NULL,
+    row INTEGER NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (workflow_id, kind, identifier)
+) WITHOUT ROWID;
+"""
+
+T = TypeVar("T")
+
+
+def now() -> float:
+    """The clock that dates entries and ``--ledger-days`` (a test moves it on)."""
+    return time.time()
+
+
+def iso(at: float) -> str:
+    return _iso_seconds(int(at))
+
+
+@functools.lru_cache(maxsize=4096)  # a run's entries share their seconds: one text for each
+def _iso_seconds(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
+class Entry(NamedTuple):  # a tuple: a nightly import finds one for most rows
+    """What the ledger holds for one identifier."""
+
+    state: str
+    run: Path
+    """The run folder that engaged the profile, or is (or was) sending to it."""
+    row: int
+    at: float
+    """Seconds since the epoch: when it was engaged, or when the request was about to leave."""
+    run_id: int
+    counts: bool
+    """Within ``--ledger-days``: an older entry does not stop a send (but is claimed over)."""
+
+
+def already_engaged(entry: Entry) -> str:
+    """skipped.csv's ``_detail`` for a row the ledger holds: which run, and when."""
+    if entry.state == OK:
+        return f"engaged by the run in {entry.run} at {iso(entry.at)}"
+    return (f"the run in {entry.run} was sending to this profile at the same time "
+            f"(since {iso(entry.at)}); if it failed there, the next run sends it")
+
+
+def kind_of(matching: str, field_name: str | None) -> str:
+    """Identifiers of another matching mode (or another custom field) are another kind."""
+    return f"custom:{field_name}" if matching == "custom" else matching
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")  # see the module's docstring
+                db.executescript(SCHEMA)
+            except BaseException:
+                db.close()
+                raise
+            return db
+        except sqlite3.OperationalError as e:
+            # Two runs that start at once on a new ledger: the second cannot switch it to WAL
+            # while the first holds it, and SQLite does not wait for that by itself.
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise _not_a_ledger(path, e) from None
+            time.sleep(0.05)
+        except sqlite3.DatabaseError as e:
+            raise _not_a_ledger(path, e) from None
+
+
+def _not_a_ledger(path: Path, error: Exception) -> UsageError:
+    return UsageError(f"--ledger {path} cannot be used as a ledger ({error}); give the path "
+                      "of a ledger file, or a new file name to start one")
+
+
+class Ledger:
+    """One run's view of the ledger: look up identifiers, claim them, record engagements."""
+
+    def __init__(self, path: Path, *, workflow_id: int, kind: str, days: float | None,
+                 run: Path | None) -> None:
+        """``run`` is the folder of the run that writes; ``None`` only looks (a dry run)."""
+        self.path = path
+        self.workflow_id = workflow_id
+        self.kind = kind
+        self._days = days
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"cannot create the folder of --ledger {path}: "
+                             f"{e.strerror or e}") from None
+        self._db = _connect(path)
+        # Look-ups run in a worker thread beside the reading, on a connection of their own.
+        self._reader = sqlite3.connect(path, check_same_thread=False)
+        self._folders: dict[int, Path] = {}
+        self.run = run.absolute() if run is not None else None
+        self._run_id = -1
+        self._healthy = True
+        """Every commit of this run reached the ledger: only then may it be closed."""
+        self._recover()
+        if self.run is not None:
+            self._run_id = self._mark_open(self.run)
+        self._seen: dict[int, tuple[str, Entry | None]] = {}
+        """Rows read and not yet finished: their key and what the ledger held for it then."""
+        self._claimed: dict[int, str] = {}
+
+    def close(self) -> None:
+        try:
+            if self.run is not None and self._healthy:
+                self._durably("UPDATE runs SET open = 0 WHERE id = ?", (self._run_id,))
+        finally:
+            self._reader.close()
+            self._db.close()
+
+    # --- runs, and the replay of those a kill left open ---------------------------------------
+
+    def _durably(self, sql: str, parameters: tuple[Any, ...]) -> None:
+        """One commit synced to disk, with every commit before it (they share the WAL)."""
+        self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            self._db.execute(sql, parameters)
+        finally:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+
+    def _mark_open(self, folder: Path) -> int:
+        self._db.execute("INSERT OR IGNORE INTO runs (folder) VALUES (?)", (str(folder),))
+        self._durably("UPDATE runs SET open = 1 WHERE folder = ?", (str(folder),))
+        found = self._db.execute("SELECT id FROM runs WHERE folder = ?", (str(folder),)
+                                 ).fetchone()
+        return int(found[0])
+
+    def _recover(self) -> None:
+        """Replay the runs left open from their journals (a resumed run, its own)."""
+        for run_id, folder in self._db.execute(
+                "SELECT id, folder FROM runs WHERE open = 1").fetchall():
+            path = Path(folder)
+            if path == self.run or not is_running(path):
+                replay(self._db, run_id, path)
+                self._durably("UPDATE runs SET open = 0 WHERE id = ?", (run_id,))
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def _folder(self, run_id: int) -> Path:
+        if run_id not in self._folders:
+            found = self._db.execute("SELECT folder FROM runs WHERE id = ?", (run_id,)).fetchone()
+            self._folders[run_id] = Path(found[0]) if found else Path("?")
+        return self._folders[run_id]
+
+    def lookup(self, keys: list[str]) -> dict[str, Entry]:
+        """The entries for ``keys``; those older than ``--ledger-days`` say they do not count."""
+        return self._entries(self._fetch(keys))
+
+    def _fetch(self, keys: list[str], db: sqlite3.Connection | None = None
+               ) -> list[tuple[str, str, int, int, float]]:
+        found: list[tuple[str, str, int, int, float]] = []
+        for start in range(0, len(keys), LOOKUP_BATCH):
+            chunk = keys[start:start + LOOKUP_BATCH]
+            found += (db or self._reader).execute(
+                "SELECT identifier, state, run, row, at FROM entries "
+                "WHERE workflow_id = ? AND kind = ? AND identifier IN "
+                f"({','.join('?' * len(chunk))})", (self.workflow_id, self.kind, *chunk))
+        return found
+
+    def _entries(self, found: list[tuple[str, str, int, int, float]]) -> dict[str, Entry]:
+        cutoff = now() - self._days * 86_400 if self._days is not None else float("-inf")
+        folder = self._folder
+        return {identifier: Entry(state, folder(run_id), row, at, run_id, at >= cutoff)
+                for identifier, state, run_id, row, at in found}
+
+    def looked_up(
+        self, items: Iterator[tuple[T, Request | RowError]], key: Callable[[str], str],
+    ) -> Iterator[tuple[T, Request | RowError, Entry | None]]:
+        """The rows with what the ledger holds for each valid one, in order.
+
+        Rows are looked up a batch at a time (one query instead of hundreds), in a worker
+        thread while the next batch is read: SQLite lets go of the interpreter while it
+        searches, so a large ledger costs the reading little. The batch grows from one row,
+        so the first request does not wait for a batch to fill.
+        """
+        size = 1
+        ahead: tuple[list[tuple[T, Request | RowError]], list[str | None],
+                     Future[list[tuple[str, str, int, int, float]]]] | None = None
+        with ThreadPoolExecutor(1, thread_name_prefix="ledger") as pool:
+            while True:
+                batch = list(islice(items, size))
+                if batch:
+                    keys = [key(r.identifier) if isinstance(r, Request) else None
+                            for _, r in batch]
+                    fetching = pool.submit(self._fetch, [k for k in keys if k is not None])
+                if ahead is not None:
+                    done, done_keys, fetched = ahead
+                    found = self._entries(fetched.result())
+                    for (item, result), k in zip(done, done_keys, strict=True):
+                        yield item, result, None if k is None else found.get(k)
+                if not batch:
+                    return
+                ahead = (batch, keys, fetching)
+                size = min(LOOKUP_BATCH, size * 2)
+
+    def expect(self, row: int, key: str, seen: Entry | None) -> None:
+        """Remember what the ledger held for a row about to be sent: its claim is made on
+        that condition, so another run that claimed the identifier meanwhile wins."""
+        self._seen[row] = (key, seen)
+
+    # --- writing, inside the journal's group commit -------------------------------------------
+
+    def commit(self, changes: Iterable[tuple[int, str | None]]) -> dict[int, str]:
+        """Apply one group commit's row changes (``sending``, ``ok``, another final state,
+        or ``None``: the request was not acted on), in one transaction; durable on return.
+
+        Returns the rows whose claim another run won, with skipped.csv's detail saying which
+        run: they must not be sent.
+        """
+        claims: list[tuple[int, str, Entry | None]] = []
+        engaged: list[tuple[int, str, str, int]] = []
+        dropped: list[tuple[int, str, str, int]] = []
+        for row, state in changes:
+            if state == SENDING:
+                key, seen = self._seen[row]
+                claims.append((row, key, seen))
+            elif row in self._claimed:
+                key = self._claimed.pop(row)
+                self._seen.pop(row, None)
+                if state == OK:
+                    engaged.append((self.workflow_id, self.kind, key, self._run_id))
+                elif state != UNCERTAIN:  # failed, or not acted on: no engagement
+                    dropped.append((self.workflow_id, self.kind, key, self._run_id))
+                    if state is None:  # a retry will claim it again
+                        self._seen[row] = (key, None)
+        if not (claims or engaged or dropped):
+            return {}
+        at = now()
+        refused: dict[int, str] = {}
+        db = self._db
+        # IMMEDIATE takes the write lock first: no other run's claim lands between the look
+        # at what is held and the writes below.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if claims:
+                held = {k: (state, run, row, when) for k, state, run, row, when
+                        in self._fetch([key for _, key, _ in claims], db)}
+                won: list[tuple[int, str, str, int, int, float]] = []
+                for row, key, seen in claims:
+                    now_held = held.get(key)
+                    if now_held is not None and now_held[1] != self._run_id and (
+                            seen is None or now_held != (seen.state, seen.run_id, seen.row,
+                                                         seen.at)):
+                        self._seen.pop(row, None)
+                        state, run_id, its_row, when = now_held
+                        refused[row] = already_engaged(Entry(
+                            state, self._folder(run_id), its_row, when, run_id, True))
+                        continue
+                    self._claimed[row] = key
+                    if now_held is None or now_held[0] != OK or now_held[1] != self._run_id:
+                        # (a repeated row, --allow-duplicates, keeps its engagement)
+                        won.append((self.workflow_id, self.kind, key, self._run_id, row, at))
+                        held[key] = (SENDING, self._run_id, row, at)
+                db.executemany(
+                    "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, 'sending', ?, ?, ?)", won)
+            if engaged:
+                db.executemany(
+                    "UPDATE entries SET state = 'ok', at = ? WHERE workflow_id = ? AND kind = ? "
+                    "AND identifier = ? AND run = ?", [(at, *e) for e in engaged])
+            if dropped:
+                db.executemany(
+                    "DELETE FROM entries WHERE workflow_id = ? AND kind = ? AND identifier = ? "
+                    "AND run = ? AND state = 'sending'", dropped)
+            db.execute("COMMIT")
+        except BaseException:
+            self._healthy = False
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return refused
+
+    def forget_row(self, row: int) -> None:
+        """A row that will not be sent after all (skipped before its claim)."""
+        self._seen.pop(row, None)
+
+
+def replay(db: sqlite3.Connection, run_id: int, folder: Path) -> None:
+    """Put what a run's journal knows into the ledger: its engagements, and its rows that
+    were on their way (their outcome unknown). A run whose journal is gone keeps what the
+    ledger has of it: its ``sending`` entries stay unknown, as nobody can tell now."""
+    rows = journal_rows(folder)
+    if rows is None:
+        return
+    options, states = rows
+    matching = Matching(options["matching"])
+    workflow_id, kind = options["workflow_id"], kind_of(matching.value, options["field_name"])
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for row, state, identifier, completed_at in states:
+            key = (workflow_id, kind, identity(matching, identifier))
+            if state == OK:
+                at = datetime.fromisoformat(completed_at).timestamp() if completed_at else now()
+                db.execute(
+                    "INSERT INTO entries VALUES (?, ?, ?, 'ok', ?, ?, ?) ON CONFLICT DO UPDATE "
+                    "SET state = 'ok', run = excluded.run, row = excluded.row, at = excluded.at "
+                    "WHERE entries.state != 'ok'", (*key, run_id, row, at))
+            elif state in (SENDING, UNCERTAIN):
+                db.execute("INSERT OR IGNORE INTO entries VALUES (?, ?, ?, 'sending', ?, ?, ?)",
+                           (*key, run_id, row, now()))
+            # A row that failed there may keep a stale claim: whoever finds it asks this
+            # journal, which says the row failed, and sends it.
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowCounts:
+    workflow_id: int
+    kind: str
+    engaged: int
+    uncertain: int
+    latest_run: Path
+    latest_at: float
+
+
+def describe(path: Path) -> list[WorkflowCounts]:
+    """What a ledger holds, per workflow and kind of identifier (``batch-engage ledger``)."""
+    db = _open_existing(path)
+    try:
+        rows = db.execute(
+            "SELECT workflow_id, kind, SUM(state = 'ok'), SUM(state = 'sending'), "
+            "(SELECT folder FROM runs WHERE id = e.run), MAX(at) "
+            "FROM entries AS e GROUP BY workflow_id, kind ORDER BY workflow_id, kind").fetchall()
+    finally:
+        db.close()
+    return [WorkflowCounts(w, k, ok, sending, Path(folder), at)
+            for w, k, ok, sending, folder, at in rows]
+
+
+def forget(path: Path, workflow_id: int) -> int:
+    """Delete a workflow's entries (its profiles may be engaged again); returns how many."""
+    db = _open_existing(path)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        deleted = db.execute("DELETE FROM entries WHERE workflow_id = ?",
+                             (workflow_id,)).rowcount
+        db.execute("COMMIT")
+    finally:
+        db.close()
+    return int(deleted)
+
+
+def _open_existing(path: Path) -> sqlite3.Connection:
+    if not path.is_file():
+        raise UsageError(f"there is no ledger at {path}; check the path (a run creates it "
+                         "with --ledger)")
+    return _connect(path)

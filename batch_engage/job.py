@@ -36,7 +36,7 @@ from .journal import (
 from .ledger import OK as ENGAGED
 from .ledger import Entry, Ledger, already_engaged, iso, kind_of
 from .limiter import RateLimiter
-from .mapper import IDENTIFIER_COLUMN, Mapper, Request, RowError, identity
+from .mapper import IDENTIFIER_COLUMN, Mapper, Request, RowError
 from .options import RunOptions
 from .progress import Listener, Progress, ProgressBar
 from .reader import EXCEL_SUFFIXES, ExcelTable, Record, Table, TextTable, open_table
@@ -174,22 +174,21 @@ class _Run:
         """Each row with what the ledger holds for its identifier."""
         if ledger is None:
             return ((record, result, None) for record, result in pairs)
-        matching = self.options.matching
-        return ledger.looked_up(pairs, lambda identifier: identity(matching, identifier))
+        return ledger.looked_up(pairs)
 
-    def engaged_before(self, record: Record, entry: Entry | None, skipped: SkippedReport,
-                       failed: FailedReport, progress: Progress) -> bool:
+    def engaged_before(self, record: Record, entry: Entry | None,
+                       skipped: SkippedReport | None, failed: FailedReport,
+                       progress: Progress) -> bool:
         """Report a row that the ledger says an earlier run engaged, or may have; ``False``:
-        send it."""
+        send it. A dry run (no ``skipped``) counts the engaged rows, for Check and the
+        summary, without listing them: the run itself does."""
         if entry is None or not entry.counts or entry.run == self.own_folder:
             return False  # none, too old, or this run's own (a resume: its journal knows)
-        if entry.state == ENGAGED or is_running(entry.run):
-            detail = already_engaged(entry)  # engaged, or being sent by a live run
-        else:
-            # That run marked the row as on its way: its journal says what became of it.
+        if entry.state != ENGAGED and not is_running(entry.run):
+            # A run that was killed while the row was on its way: its journal knows more.
             state = state_of(entry.run, entry.row)
             if state == "ok":
-                detail = f"engaged by the run in {entry.run} at about {iso(entry.at)}"
+                entry = entry._replace(state=ENGAGED)
             elif state is None or state in DONE or self.options.resend_uncertain:
                 return False  # it failed there, or was never sent: this run sends it
             else:
@@ -200,12 +199,14 @@ class _Run:
                     "check in the account, then send it from failed.csv, or run again "
                     "with --resend-uncertain"))
                 return True
-        self.skip_engaged(record, detail, skipped, progress)
+        self.skip_engaged(record, None if skipped is None else already_engaged(entry), skipped,
+                          progress)
         return True
 
-    def skip_engaged(self, record: Record, detail: str, skipped: SkippedReport,
+    def skip_engaged(self, record: Record, detail: str | None, skipped: SkippedReport | None,
                      progress: Progress) -> None:
-        skipped.add(record, ALREADY_ENGAGED, detail)
+        if skipped is not None and detail is not None:
+            skipped.add(record, ALREADY_ENGAGED, detail)
         self.summary.skipped[ALREADY_ENGAGED] += 1
         progress.row_skipped()
         if self.log is not None:
@@ -259,7 +260,7 @@ def _dry_run(job: _Run, table: Table, progress: Progress) -> Summary:
         try:
             _dry_rows(job, job.looked_up(
                 job.mapped(chain([first], records), mapper, skipped, progress), ledger),
-                failed=failed, skipped=skipped, requests=requests, progress=progress)
+                failed=failed, requests=requests, progress=progress)
         finally:
             if ledger is not None:
                 ledger.close()
@@ -268,11 +269,10 @@ def _dry_run(job: _Run, table: Table, progress: Progress) -> Summary:
 
 
 def _dry_rows(job: _Run, rows: Iterator[tuple[Record, Request | RowError, Entry | None]], *,
-              failed: FailedReport, skipped: SkippedReport, requests: RequestsLog,
-              progress: Progress) -> None:
+              failed: FailedReport, requests: RequestsLog, progress: Progress) -> None:
     for record, result, entry in rows:
         if isinstance(result, Request):
-            if job.engaged_before(record, entry, skipped, failed, progress):
+            if entry is not None and job.engaged_before(record, entry, None, failed, progress):
                 continue
             requests.add(result.row, result.body)
             job.summary.outcomes["valid"] += 1
@@ -437,7 +437,8 @@ async def _send(
                 state = known.get(record.number) if known is not None else None
                 if state is None:
                     if isinstance(result, Request):
-                        if job.engaged_before(record, entry, skipped, failed, progress):
+                        if entry is not None and job.engaged_before(record, entry, skipped,
+                                                                    failed, progress):
                             continue
                         if options.row_limit is not None and taken >= options.row_limit:
                             summary.rows -= 1  # counted again with the rows left
@@ -464,8 +465,7 @@ async def _send(
 
         def expect(request: Request, entry: Entry | None) -> Request:
             if ledger is not None:  # its claim will be made on what the ledger held now
-                ledger.expect(request.row, identity(options.matching, request.identifier),
-                              entry)
+                ledger.expect(request.row, request.key, entry)
             return request
 
         def leave_unsent(rest: Iterator[Record]) -> None:

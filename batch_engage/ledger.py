@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,6 +47,7 @@ BUSY_TIMEOUT_MS = 60_000
 # first request does not wait for a batch to fill.
 LOOKUP_BATCH = 512
 
+SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
@@ -117,7 +118,12 @@ def _connect(path: Path) -> sqlite3.Connection:
             try:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")  # see the module's docstring
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version not in (0, SCHEMA_VERSION):
+                    raise sqlite3.DatabaseError(
+                        f"it was written by another version of batch-engage ({version})")
                 db.executescript(SCHEMA)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             except BaseException:
                 db.close()
                 raise
@@ -231,7 +237,7 @@ class Ledger:
                 for identifier, state, run_id, row, at in found}
 
     def looked_up(
-        self, items: Iterator[tuple[T, Request | RowError]], key: Callable[[str], str],
+        self, items: Iterator[tuple[T, Request | RowError]],
     ) -> Iterator[tuple[T, Request | RowError, Entry | None]]:
         """The rows with what the ledger holds for each valid one, in order.
 
@@ -247,8 +253,7 @@ class Ledger:
             while True:
                 batch = list(islice(items, size))
                 if batch:
-                    keys = [key(r.identifier) if isinstance(r, Request) else None
-                            for _, r in batch]
+                    keys = [r.key if isinstance(r, Request) else None for _, r in batch]
                     fetching = pool.submit(self._fetch, [k for k in keys if k is not None])
                 if ahead is not None:
                     done, done_keys, fetched = ahead

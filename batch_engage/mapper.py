@@ -50,6 +50,8 @@ class Request:
     """The identifier as sent (an E.164 phone, a trimmed email...), for success.csv."""
     body: bytes
     """The UTF-8 JSON body, token included."""
+    key: str
+    """The identifier as duplicates and the ledger judge it (``identity``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +291,7 @@ class Mapper:
                     f"{show(identifier)} repeats row {first}, so it was not sent again; "
                     "pass --allow-duplicates to send every row",
                 )
-        return Request(row, identifier, data)
+        return Request(row, identifier, data, dedup_key)
 
     def _extra_message(self, record: Record) -> str:
         values = ", ".join(show(c, 30) for c in record.extra[:3])

@@ -276,7 +276,7 @@ def test_a_row_meets_any_answers_and_ends_in_one_known_outcome(script: list[Answ
         sender = Sender(transport, limiter=RateLimiter(0), max_in_flight=1,
                         policy=RetryPolicy(max_attempts=4, base_delay_seconds=0,
                                            max_retry_after_seconds=0))
-        return await sender.send(Request(2, "a@b.co", b"{}"))
+        return await sender.send(Request(2, "a@b.co", b"{}", "a@b.co"))
 
     result = asyncio.run(main())
     assert result.outcome in {"ok", "api", "http", "network", "unsent"}

@@ -516,7 +516,7 @@ def test_look_ups_are_batched_and_the_batches_grow_from_one_row(tmp_path: Path) 
 
     ledger._fetch = counting  # type: ignore[method-assign]
     items = iter([(i, _request(i)) for i in range(2000)])
-    out = list(ledger.looked_up(items, str))
+    out = list(ledger.looked_up(items))
     ledger.close()
     assert [i for i, _, _ in out] == list(range(2000))
     assert [i for i, _, entry in out if entry is not None] == [7]
@@ -526,4 +526,4 @@ def test_look_ups_are_batched_and_the_batches_grow_from_one_row(tmp_path: Path) 
 
 
 def _request(i: int) -> Request:
-    return Request(i + 2, f"k{i}@example.com", b"{}")
+    return Request(i + 2, f"k{i}@example.com", b"{}", f"k{i}@example.com")

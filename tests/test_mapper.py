@@ -60,7 +60,7 @@ def test_a_request_is_compact_utf8_json_with_the_identifier_as_sent(tmp_path: Pa
     assert m.map(rec(7, "+7 900 123-45-67", "Иван")) == Request(
         7, "+79001234567",
         '{"token":"TOKEN","id":12,"matching":"phone","phone":"+79001234567",'
-        '"content":{"name":"Иван"}}'.encode(),
+        '"content":{"name":"Иван"}}'.encode(), "+79001234567",
     )
 
 

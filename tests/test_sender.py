@@ -179,7 +179,8 @@ def test_backoff_is_full_jitter_under_a_cap_and_retry_after_is_a_floor() -> None
 
 
 def request(row: int) -> Request:
-    return Request(row, f"user{row}@example.com", json.dumps({"row": row}).encode())
+    return Request(row, f"user{row}@example.com", json.dumps({"row": row}).encode(),
+                   f"user{row}@example.com")
 
 
 Script = Callable[[int, int], Awaitable[Answer]]

@@ -19,7 +19,7 @@ from typing import Any
 import openpyxl
 import pytest
 
-from batch_engage import Matching, RunOptions, Secret, run
+from batch_engage import Matching, RunControl, RunOptions, Secret, run
 from batch_engage import ledger as ledger_module
 from batch_engage.journal import JOURNAL_NAME, Journal
 from batch_engage.ledger import Ledger, describe, forget
@@ -169,6 +169,49 @@ def test_a_test_send_then_the_full_send_through_one_ledger(tmp_path: Path) -> No
     summary = run(nightly(data, tmp_path / "all", ledger), transport=recording(sent))
     assert sent == ["k2@example.com", "k3@example.com", "k4@example.com"]
     assert summary.skipped == Counter({"already_engaged": 2})
+
+
+def test_a_stopped_ledger_run_resumes_and_the_next_night_sends_no_one_again(
+    tmp_path: Path
+) -> None:
+    ledger = tmp_path / "l.sqlite"
+    people = [f"k{i}@example.com" for i in range(10)]
+    data = emails(tmp_path / "in.csv", *people)
+    control = RunControl()
+    sent: list[str] = []
+
+    async def stopping(body: bytes) -> Answer:
+        sent.append(json.loads(body)["email"])
+        if len(sent) == 3:
+            control.stop("stopped from the page")
+        return OK
+
+    first = run(nightly(data, tmp_path / "out", ledger, max_in_flight=1), transport=stopping,
+                control=control)
+    assert first.stopped is not None
+    assert len(sent) == 3
+    rest: list[str] = []
+    resumed = run(nightly(data, tmp_path / "out", ledger, resume=True),
+                  transport=recording(rest))
+    assert sorted(sent + rest) == sorted(people)  # the run's own rows are not "engaged before"
+    assert resumed.outcomes == Counter({"ok": 10})
+    again: list[str] = []
+    run(nightly(data, tmp_path / "next", ledger), transport=recording(again))
+    assert again == []
+
+
+def test_with_allow_duplicates_a_repeat_of_a_row_this_run_engaged_is_sent_again(
+    tmp_path: Path
+) -> None:
+    """The ledger stops earlier runs' engagements, not the repeats a user asked for."""
+    ledger = tmp_path / "l.sqlite"
+    people = [f"k{i}@example.com" for i in range(1500)]
+    data = emails(tmp_path / "in.csv", *people, people[0])  # far apart: looked up later
+    sent: list[str] = []
+    summary = run(nightly(data, tmp_path / "out", ledger, allow_duplicates=True),
+                  transport=recording(sent))
+    assert sent.count(people[0]) == 2
+    assert summary.outcomes == Counter({"ok": 1501})
 
 
 def test_a_dry_run_counts_whom_the_ledger_holds_and_leaves_no_ledger_behind(

@@ -592,7 +592,8 @@ _CONFIG_EXAMPLES: dict[str, Any] = {
     "content": ["promo_code=SPRING"], "attach": ["terms.pdf"], "attach_dir": "files",
     "api_url": "https://your-account.example.com", "token_file": "token.txt",
     "out": "runs/nightly", "sheet": "Sheet1", "encoding": "cp1251", "delimiter": ";",
-    "log_file": "batch-engage.jsonl",
+    "log_file": "batch-engage.jsonl", "ledger": "engaged.sqlite", "ledger_days": 30,
+    "min_rows": 1, "max_rows": 100000,
 }
 # Options that belong to one invocation more than to a config; listed last.
 _PER_RUN_OPTIONS = ("dry_run", "resume", "resend_uncertain", "quiet", "verbose")
@@ -667,7 +668,7 @@ def _starter_config(
         f"#   {_comment(check)}",
         "# The command line and environment variables win over what is set here. Relative "
         "paths",
-        "# (attach, attach_dir, token_file, log_file) are taken from this file's folder.",
+        "# (attach, attach_dir, token_file, log_file, ledger) are taken from this file's folder.",
         "",
         "# The scenario id (the request's \"id\"): replace 0 with yours. 0 is a placeholder "
         "that no",
@@ -827,7 +828,7 @@ def ledger(path: Path, forget: bool, workflow_id: int | None, verbose: bool) -> 
             raise CliError("-w only goes with --forget; without it every workflow is shown")
         counts = ledger_file.describe(path)
     if not counts:
-        click.echo(f"{path} holds no engagements yet.")
+        click.echo(f"{path} holds no engagements.")
         return
     click.echo(f"{'workflow':>10}  {'matched by':<14}{'engaged':>10}{'uncertain':>11}  "
                "latest run")

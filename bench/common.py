@@ -98,3 +98,15 @@ def timed_run(data: Path, url: str, token: str, out: Path, *, concurrency: int,
         sys.exit(f"the run did not send every row: {summary['outcomes']}")
     seconds: float = summary["duration_seconds"]
     return seconds
+
+
+def put_section(path: Path, title: str, section: str, header: str) -> None:
+    """Put SECTION (starting with its TITLE line) in the results file, replacing the one
+    already there; a new file starts with HEADER (the machine's description)."""
+    text = path.read_text("utf-8") if path.exists() else header
+    pattern = re.compile(rf"^{re.escape(title)}\n.*?(?=^## |\Z)", re.M | re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text.rstrip("\n") + "\n", "utf-8")

@@ -8,15 +8,20 @@ its rate while it claims and records each row there.
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import shutil
 import sqlite3
 import sys
 import time
 from pathlib import Path
 
-from bench.common import DATA, mock_process, run_cli, timed_run
+from bench.common import DATA, mock_process, put_section, run_cli, timed_run
+from bench.xlsx import machine_header
 
 ROUNDS = 2
+SECTION_TITLE = "## Ledger"
+RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def _email(i: int) -> str:
@@ -78,6 +83,9 @@ def bench_ledger(entries: int, dry_rows: int, send_rows: int, stamp: str) -> Non
                               str(out) + "-ledger", "--ledger", str(ledger)])
         with_ledger.append(seconds)
     base, timed = min(without), min(with_ledger)
+    dry = (f"| dry run of {dry_rows:,} rows, half of them in the ledger (whole process) "
+           f"| {timed:.2f} s; without a ledger {base:.2f} s | {timed / base:.2f}x "
+           "| at most 1.10x |")
     print(f"  dry run of {dry_rows:,} rows, half of them in the ledger: {timed:.2f} s with it, "
           f"{base:.2f} s without: {timed / base:.2f}x (target: at most 1.10x)")
 
@@ -101,7 +109,22 @@ def bench_ledger(entries: int, dry_rows: int, send_rows: int, stamp: str) -> Non
         server.terminate()
         server.wait()
     base, timed = min(plain), min(claimed)
+    send = (f"| send of {send_rows:,} rows, --rate 0 --concurrency 32, mock server answering "
+            f"at once (the run's own duration) | {send_rows / timed:,.0f} rows/s; without a "
+            f"ledger {send_rows / base:,.0f} rows/s | {base / timed:.0%} | at least 90% |")
     print(f"  send of {send_rows:,} rows, --rate 0 --concurrency 32: "
           f"{send_rows / timed:,.0f} rows/s with it, {send_rows / base:,.0f} without: "
           f"{base / timed:.0%} of the rate (target: at least 90%)")
+    load = os.getloadavg()
+    put_section(RESULTS, SECTION_TITLE, "\n".join([
+        SECTION_TITLE, "",
+        f"{dt.datetime.now():%Y-%m-%d %H:%M} (local time); load average at the end "
+        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; a ledger of {entries:,} engagements in "
+        f"one workflow ({ledger.stat().st_size / 2**20:,.0f} MB), best of {ROUNDS} runs each, "
+        "interleaved.",
+        "Command: `python -m bench ledger` (sizes: `--ledger-entries`, `--csv-rows`, "
+        "`--send-rows`).", "",
+        "| measure | with the ledger; without | ratio | target |",
+        "|---|---|---:|---|", dry, send, ""]), machine_header())
+    print(f"  (written to {RESULTS})")
     sys.stdout.flush()

@@ -51,7 +51,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import DATA, run_cli
+from bench.common import DATA, put_section, run_cli
 from bench.xlsx import _git_head, machine_header, source_digest
 
 # The page's forms are read as the endpoint tests read them: one parser for both.
@@ -529,13 +529,7 @@ def write_results(markdown_table: str, notes: list[str], when: dt.datetime,
         *[f"- {note}" for note in notes],
         "",
     ])
-    text = path.read_text("utf-8") if path.exists() else machine_header()
-    pattern = re.compile(rf"^{re.escape(SECTION_TITLE)}\n.*?(?=^## |\Z)", re.M | re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n", "utf-8")
+    put_section(path, SECTION_TITLE, section, machine_header())
 
 
 def _cli_dry_run(path: Path, stamp: str) -> tuple[float, float, dict[str, int]]:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from bench.common import DATA, id_config, measure
+from bench.common import DATA, id_config, measure, put_section
 
 # Bump when the workbook's contents change, so cached files are remade.
 GENERATOR_VERSION = 1
@@ -601,13 +601,7 @@ def write_results(markdown_table: str, notes: list[str], when: dt.datetime,
         *[f"- {note}" for note in notes],
         "",
     ])
-    text = path.read_text("utf-8") if path.exists() else machine_header()
-    pattern = re.compile(rf"^{re.escape(SECTION_TITLE)}\n.*?(?=^## |\Z)", re.M | re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n", "utf-8")
+    put_section(path, SECTION_TITLE, section, machine_header())
 
 
 def bench_xlsx(rows: int, max_rows: int, stamp: str) -> None:

@@ -296,6 +296,15 @@ def rerun_command(options: RunOptions, config: Path | None) -> str:
     args += ["--attach-dir", str((options.attach_dir or options.input.parent).absolute())]
     if config is not None and (options.encoding or options.delimiter):
         args += ["--encoding", "utf-8-sig", "--delimiter", ","]  # what failed.csv is
+    # The same ledger and log as the run; its few rows are not the export --min-rows guards.
+    same: list[tuple[str, object]] = [
+        ("--ledger", options.ledger), ("--ledger-days", options.ledger_days),
+        ("--log-file", options.log_file)]
+    for name, kept in same:
+        if kept is not None:
+            args += [name, f"{kept:g}" if isinstance(kept, float) else str(kept)]
+    if options.min_rows:
+        args += ["--min-rows", "0"]
     if options.dry_run:
         args.append("--dry-run")
     return shlex.join(args)
@@ -442,9 +451,11 @@ def run(input_path: Path, verbose: bool, token_file: Path | None, **kw: Any) -> 
         )
         summary = run_job(options, on_warning=warn, handle_signals=True)
     options = dataclasses.replace(options, out=Path(summary.out))
-    _echo_summary(summary, rerun_command(options, config.path if config else None))
+    config_path = config.path if config else None
+    _echo_summary(summary, rerun_command(options, config_path))
     if summary.stopped is not None:
-        click.echo(f"To send the rest: {resume_command(options, token_file)}", err=True)
+        click.echo(f"To send the rest: {resume_command(options, token_file, config_path)}",
+                   err=True)
     elif options.resume and not summary.pass_requests:
         click.echo("Nothing was left to send: every row already had its result.")
     ctx.exit(exit_status(summary))
@@ -472,9 +483,11 @@ def _resume_defaults(
     return stored["columns"] if columns is None else columns
 
 
-def resume_command(options: RunOptions, token_file: Path | None) -> str:
-    """The command that continues a stopped run."""
+def resume_command(options: RunOptions, token_file: Path | None, config: Path | None) -> str:
+    """The command that continues a stopped run (with its config: its rate and token file)."""
     args = ["batch-engage", "run", str(options.input), "--out", str(options.out), "--resume"]
+    if config is not None:
+        args += ["--config", str(config)]
     if token_file is not None:
         args += ["--token-file", str(token_file)]
     if options.log_file is not None:  # not kept with the run: the resume logs there too

@@ -34,7 +34,7 @@ from .journal import (
     stored_options,
 )
 from .ledger import OK as ENGAGED
-from .ledger import Entry, Ledger, already_engaged, iso, kind_of
+from .ledger import Entry, Ledger, LookedUp, already_engaged, iso, kind_of
 from .limiter import RateLimiter
 from .mapper import IDENTIFIER_COLUMN, Mapper, Request, RowError
 from .options import RunOptions
@@ -168,14 +168,6 @@ class _Run:
                       kind=kind_of(options.matching.value, options.field_name),
                       days=options.ledger_days, run=self.out if writing else None)
 
-    def looked_up(self, pairs: Iterator[tuple[Record, Request | RowError]],
-                  ledger: Ledger | None,
-                  ) -> Iterator[tuple[Record, Request | RowError, Entry | None]]:
-        """Each row with what the ledger holds for its identifier."""
-        if ledger is None:
-            return ((record, result, None) for record, result in pairs)
-        return ledger.looked_up(pairs)
-
     def engaged_before(self, record: Record, entry: Entry | None,
                        skipped: SkippedReport | None, failed: FailedReport,
                        progress: Progress) -> bool:
@@ -196,8 +188,8 @@ class _Run:
                     record.number, UNCERTAIN, UNCERTAIN,
                     f"the run in {entry.run} was stopped at {iso(entry.at)} while this row's "
                     "request was on its way; it may or may not have engaged the profile: "
-                    "check in the account, then send it from failed.csv, or run again "
-                    "with --resend-uncertain"))
+                    "check in the account, and if it was not, send it again with "
+                    "--resend-uncertain (failed.csv with the same --ledger will do)"))
                 return True
         self.skip_engaged(record, None if skipped is None else already_engaged(entry), skipped,
                           progress)
@@ -258,7 +250,7 @@ def _dry_run(job: _Run, table: Table, progress: Progress) -> Summary:
             closing(RequestsLog(job.out / "requests.jsonl")) as requests:
         ledger = job.open_ledger(writing=False)
         try:
-            _dry_rows(job, job.looked_up(
+            _dry_rows(job, LookedUp(
                 job.mapped(chain([first], records), mapper, skipped, progress), ledger),
                 failed=failed, requests=requests, progress=progress)
         finally:
@@ -428,12 +420,12 @@ async def _send(
                     csv_report.flush()
 
         past_limit: list[Record] = []
+        rows = LookedUp(job.mapped(chain([first], records), mapper, skipped, progress), ledger)
 
         def to_send() -> Iterator[tuple[Record, Request]]:
             """The rows still to send; the rest are reported on the way."""
             taken = 0  # valid rows, for a test send's limit
-            for record, result, entry in job.looked_up(
-                    job.mapped(chain([first], records), mapper, skipped, progress), ledger):
+            for record, result, entry in rows:
                 state = known.get(record.number) if known is not None else None
                 if state is None:
                     if isinstance(result, Request):
@@ -523,6 +515,10 @@ async def _send(
             # (itertools.chain, unlike a generator, leaves ``records`` open for this.)
             # Counting them reads the rest of the file: off the loop, which may be serving
             # a web page.
+            for record in rows.ahead():  # read for a ledger look-up, and counted then
+                summary.outcomes["unsent"] += 1
+                if job.log is not None:
+                    job.log.row(record, "unsent")
             await asyncio.to_thread(leave_unsent, chain(past_limit, records))
         if options.row_limit is not None:
             summary.row_limit = options.row_limit

@@ -178,35 +178,50 @@ def stored_options(out: Path) -> dict[str, Any]:
     return dict(json.loads(found[0]))
 
 
+def maybe_engaged(state: str | None, error: str) -> bool:
+    """Whether a row's final failure may have engaged the profile all the same: its request
+    got no answer (but for a connection never made), or the answer broke off or was
+    unreadable. Within a run such a row is retried or reported; a later run must not
+    resend it unasked."""
+    return (state == "network" and error != "connect_failed") or (
+        state == "http" and error in ("answer_cut_off", "unreadable_answer"))
+
+
 def state_of(out: Path, row: int) -> str | None:
     """What the run in ``out`` last wrote for ``row`` (``None``: nothing, or it was to be sent
-    again); ``uncertain`` when that run's journal is gone, as nobody can know then."""
+    again); ``uncertain`` when that run's journal is gone, as nobody can know then, and for
+    a failure that may have engaged the profile all the same."""
     path = out / JOURNAL_NAME
     if not path.is_file():
         return UNCERTAIN
     reader = _read_only(path)
     try:
-        found = reader.execute("SELECT state FROM rows WHERE row = ?", (row,)).fetchone()
+        found = reader.execute("SELECT state, error FROM rows WHERE row = ?", (row,)
+                               ).fetchone()
     except sqlite3.DatabaseError:
         return UNCERTAIN
     finally:
         reader.close()
-    return None if found is None else str(found[0])
+    if found is None:
+        return None
+    return UNCERTAIN if maybe_engaged(*found) else str(found[0])
 
 
-def journal_rows(out: Path) -> tuple[dict[str, Any], Iterator[tuple[int, str, str, str]]] | None:
-    """A run's options, and its journal's rows (row, state, identifier, completed_at); ``None``
-    when it has no readable journal (it never began, or its folder is gone)."""
+def journal_rows(out: Path
+                 ) -> tuple[dict[str, Any], Iterator[tuple[int, str, str, str, str]]] | None:
+    """A run's options, and its journal's rows (row, state, identifier, completed_at,
+    error); ``None`` when it has no readable journal (it never began, or its folder is
+    gone)."""
     try:
         options = stored_options(out)
     except UsageError:
         return None
 
-    def rows() -> Iterator[tuple[int, str, str, str]]:
+    def rows() -> Iterator[tuple[int, str, str, str, str]]:
         reader = _read_only(out / JOURNAL_NAME)
         try:
             yield from reader.execute(
-                "SELECT row, state, identifier, completed_at FROM rows ORDER BY row")
+                "SELECT row, state, identifier, completed_at, error FROM rows ORDER BY row")
         finally:
             reader.close()
 
@@ -341,7 +356,8 @@ class Journal:
         os.fdatasync(self._wal)
         if self._ledger is not None:
             self._refused.update(self._ledger.commit(
-                (row, None if state is None else state[1]) for row, state in pending.items()))
+                (row, None, "") if state is None else (row, state[1], state[5])
+                for row, state in pending.items()))
 
     def _commit(self, pending: dict[int, tuple[Any, ...] | None]) -> None:
         upserts = [state for state in pending.values() if state is not None]

@@ -25,16 +25,16 @@ from __future__ import annotations
 import functools
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, Self, TypeVar
 
 from .errors import UsageError
-from .journal import is_running, journal_rows
+from .journal import is_running, journal_rows, maybe_engaged
 from .mapper import Request, RowError, identity
 from .options import Matching
 
@@ -159,8 +159,6 @@ class Ledger:
             raise UsageError(f"cannot create the folder of --ledger {path}: "
                              f"{e.strerror or e}") from None
         self._db = _connect(path)
-        # Look-ups run in a worker thread beside the reading, on a connection of their own.
-        self._reader = sqlite3.connect(path, check_same_thread=False)
         self._folders: dict[int, Path] = {}
         self.run = run.absolute() if run is not None else None
         self._run_id = -1
@@ -178,7 +176,6 @@ class Ledger:
             if self.run is not None and self._healthy:
                 self._durably("UPDATE runs SET open = 0 WHERE id = ?", (self._run_id,))
         finally:
-            self._reader.close()
             self._db.close()
 
     # --- runs, and the replay of those a kill left open ---------------------------------------
@@ -219,12 +216,11 @@ class Ledger:
         """The entries for ``keys``; those older than ``--ledger-days`` say they do not count."""
         return self._entries(self._fetch(keys))
 
-    def _fetch(self, keys: list[str], db: sqlite3.Connection | None = None
-               ) -> list[tuple[str, str, int, int, float]]:
+    def _fetch(self, keys: list[str]) -> list[tuple[str, str, int, int, float]]:
         found: list[tuple[str, str, int, int, float]] = []
         for start in range(0, len(keys), LOOKUP_BATCH):
             chunk = keys[start:start + LOOKUP_BATCH]
-            found += (db or self._reader).execute(
+            found += self._db.execute(
                 "SELECT identifier, state, run, row, at FROM entries "
                 "WHERE workflow_id = ? AND kind = ? AND identifier IN "
                 f"({','.join('?' * len(chunk))})", (self.workflow_id, self.kind, *chunk))
@@ -236,35 +232,6 @@ class Ledger:
         return {identifier: Entry(state, folder(run_id), row, at, run_id, at >= cutoff)
                 for identifier, state, run_id, row, at in found}
 
-    def looked_up(
-        self, items: Iterator[tuple[T, Request | RowError]],
-    ) -> Iterator[tuple[T, Request | RowError, Entry | None]]:
-        """The rows with what the ledger holds for each valid one, in order.
-
-        Rows are looked up a batch at a time (one query instead of hundreds), in a worker
-        thread while the next batch is read: SQLite lets go of the interpreter while it
-        searches, so a large ledger costs the reading little. The batch grows from one row,
-        so the first request does not wait for a batch to fill.
-        """
-        size = 1
-        ahead: tuple[list[tuple[T, Request | RowError]], list[str | None],
-                     Future[list[tuple[str, str, int, int, float]]]] | None = None
-        with ThreadPoolExecutor(1, thread_name_prefix="ledger") as pool:
-            while True:
-                batch = list(islice(items, size))
-                if batch:
-                    keys = [r.key if isinstance(r, Request) else None for _, r in batch]
-                    fetching = pool.submit(self._fetch, [k for k in keys if k is not None])
-                if ahead is not None:
-                    done, done_keys, fetched = ahead
-                    found = self._entries(fetched.result())
-                    for (item, result), k in zip(done, done_keys, strict=True):
-                        yield item, result, None if k is None else found.get(k)
-                if not batch:
-                    return
-                ahead = (batch, keys, fetching)
-                size = min(LOOKUP_BATCH, size * 2)
-
     def expect(self, row: int, key: str, seen: Entry | None) -> None:
         """Remember what the ledger held for a row about to be sent: its claim is made on
         that condition, so another run that claimed the identifier meanwhile wins."""
@@ -272,9 +239,10 @@ class Ledger:
 
     # --- writing, inside the journal's group commit -------------------------------------------
 
-    def commit(self, changes: Iterable[tuple[int, str | None]]) -> dict[int, str]:
-        """Apply one group commit's row changes (``sending``, ``ok``, another final state,
-        or ``None``: the request was not acted on), in one transaction; durable on return.
+    def commit(self, changes: Iterable[tuple[int, str | None, str]]) -> dict[int, str]:
+        """Apply one group commit's row changes, each a row, its state (``sending``, ``ok``,
+        another final state, or ``None``: the request was not acted on) and error code, in
+        one transaction.
 
         Returns the rows whose claim another run won, with skipped.csv's detail saying which
         run: they must not be sent.
@@ -282,7 +250,7 @@ class Ledger:
         claims: list[tuple[int, str, Entry | None]] = []
         engaged: list[tuple[int, str, str, int]] = []
         dropped: list[tuple[int, str, str, int]] = []
-        for row, state in changes:
+        for row, state, error in changes:
             if state == SENDING:
                 key, seen = self._seen[row]
                 claims.append((row, key, seen))
@@ -291,7 +259,9 @@ class Ledger:
                 self._seen.pop(row, None)
                 if state == OK:
                     engaged.append((self.workflow_id, self.kind, key, self._run_id))
-                elif state != UNCERTAIN:  # failed, or not acted on: no engagement
+                elif state != UNCERTAIN and not maybe_engaged(state, error):
+                    # Failed, or not acted on: no engagement. (An uncertain one keeps its
+                    # claim: a later run asks this run's journal what became of it.)
                     dropped.append((self.workflow_id, self.kind, key, self._run_id))
                     if state is None:  # a retry will claim it again
                         self._seen[row] = (key, None)
@@ -306,7 +276,7 @@ class Ledger:
         try:
             if claims:
                 held = {k: (state, run, row, when) for k, state, run, row, when
-                        in self._fetch([key for _, key, _ in claims], db)}
+                        in self._fetch([key for _, key, _ in claims])}
                 won: list[tuple[int, str, str, int, int, float]] = []
                 for row, key, seen in claims:
                     now_held = held.get(key)
@@ -346,6 +316,45 @@ class Ledger:
         self._seen.pop(row, None)
 
 
+class LookedUp(Generic[T]):
+    """The rows, each valid one with what the ledger holds for it, in order.
+
+    Rows are looked up a batch at a time: one query instead of hundreds. The batch grows
+    from one row, so the first request does not wait for a batch to fill. (A worker thread
+    fetching the next batch meanwhile was measured slower: SQLite takes and lets go of the
+    interpreter lock at every row it returns.) Without a ledger, rows pass one by one.
+    """
+
+    def __init__(self, items: Iterator[tuple[T, Request | RowError]], ledger: Ledger | None
+                 ) -> None:
+        self._items = items
+        self._ledger = ledger
+        self._ready: deque[tuple[T, Request | RowError, Entry | None]] = deque()
+        self._size = 1
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> tuple[T, Request | RowError, Entry | None]:
+        if self._ready:
+            return self._ready.popleft()
+        if self._ledger is None:
+            item, result = next(self._items)
+            return item, result, None
+        batch = list(islice(self._items, self._size))
+        if not batch:
+            raise StopIteration
+        found = self._ledger.lookup(sorted({r.key for _, r in batch if isinstance(r, Request)}))
+        self._ready.extend((item, result, found.get(result.key)
+                            if isinstance(result, Request) else None) for item, result in batch)
+        self._size = min(LOOKUP_BATCH, self._size * 2)
+        return self._ready.popleft()
+
+    def ahead(self) -> list[T]:
+        """Rows read for a batch and not handed out: unsent, when the run stops early."""
+        return [item for item, _, _ in self._ready]
+
+
 def replay(db: sqlite3.Connection, run_id: int, folder: Path) -> None:
     """Put what a run's journal knows into the ledger: its engagements, and its rows that
     were on their way (their outcome unknown). A run whose journal is gone keeps what the
@@ -358,7 +367,7 @@ def replay(db: sqlite3.Connection, run_id: int, folder: Path) -> None:
     workflow_id, kind = options["workflow_id"], kind_of(matching.value, options["field_name"])
     db.execute("BEGIN IMMEDIATE")
     try:
-        for row, state, identifier, completed_at in states:
+        for row, state, identifier, completed_at, error in states:
             key = (workflow_id, kind, identity(matching, identifier))
             if state == OK:
                 at = datetime.fromisoformat(completed_at).timestamp() if completed_at else now()
@@ -366,7 +375,7 @@ def replay(db: sqlite3.Connection, run_id: int, folder: Path) -> None:
                     "INSERT INTO entries VALUES (?, ?, ?, 'ok', ?, ?, ?) ON CONFLICT DO UPDATE "
                     "SET state = 'ok', run = excluded.run, row = excluded.row, at = excluded.at "
                     "WHERE entries.state != 'ok'", (*key, run_id, row, at))
-            elif state in (SENDING, UNCERTAIN):
+            elif state in (SENDING, UNCERTAIN) or maybe_engaged(state, error):
                 db.execute("INSERT OR IGNORE INTO entries VALUES (?, ?, ?, 'sending', ?, ?, ?)",
                            (*key, run_id, row, now()))
             # A row that failed there may keep a stale claim: whoever finds it asks this

@@ -93,12 +93,12 @@ class RunLog:
         """Open ``options.log_file`` and log the start (or resume) of the run in ``out``."""
         assert options.log_file is not None
         try:
+            options.log_file.parent.mkdir(parents=True, exist_ok=True)
             file = FileIO(options.log_file, "a")
         except OSError as e:
             raise UsageError(
                 f"cannot open --log-file {options.log_file} for writing: {e.strerror or e}; "
-                "check that its folder exists and that you may write there, or choose "
-                "another path") from None
+                "check that you may write there, or choose another path") from None
         log = cls(file, options, out, on_failure)
         log._line("info", "resume" if options.resume else "start",
                   {"version": __version__, "options": options.public()})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shlex
 import signal
 import sqlite3
 import subprocess
@@ -25,7 +26,7 @@ from batch_engage.journal import JOURNAL_NAME, Journal
 from batch_engage.ledger import Ledger, describe, forget
 from batch_engage.mapper import Request
 from batch_engage.mock_server import MockConfig, serve_in_thread
-from batch_engage.sender import Answer
+from batch_engage.sender import Answer, Unanswered
 from batch_engage.status import ExitStatus
 
 from .conftest import MOCK_TOKEN, CliRun, read_csv, read_requests, token_env, write_csv
@@ -121,6 +122,31 @@ def test_the_cli_exits_0_when_every_row_was_engaged_before(
     assert "Requests: 0 sent" in second.stdout
 
 
+def test_the_printed_rerun_of_failed_csv_keeps_the_ledger_and_passes_the_row_guard(
+    invoke: CliRun, tmp_path: Path
+) -> None:
+    data = emails(tmp_path / "export.csv", *(f"k{i}@example.com" for i in range(30)))
+    ledger = tmp_path / "engaged.sqlite"
+    with serve_in_thread(MockConfig(token=MOCK_TOKEN, unknown_rate=0.3, seed=3)) as mock:
+        night = invoke("run", data, "-w", "7", "--ledger", ledger, "--min-rows", "10",
+                       "--rate", "0", "-q", "--out", tmp_path / "n1", env=token_env(mock.url))
+    assert night.exit_code == ExitStatus.ROWS_FAILED, night.output
+    printed = shlex.split(night.stdout.split("then send them again:\n")[1].splitlines()[0])
+    assert printed[printed.index("--ledger") + 1] == str(ledger)
+    assert printed[printed.index("--min-rows") + 1] == "0"
+    with serve_in_thread(MockConfig(token=MOCK_TOKEN)) as fixed:
+        printed[printed.index("--api-url") + 1] = fixed.url
+        again = invoke(*printed[1:], "-q", "--out", tmp_path / "fix", env=token_env(fixed.url))
+        assert again.exit_code == ExitStatus.SUCCESS, again.output
+        resent = set(fixed.stats.accepted)
+        assert resent == {r["email"] for r in read_csv(tmp_path / "n1" / "failed.csv")}
+        # The next night knows them all: the fixed rows were recorded in the same ledger.
+        next_night = invoke("run", data, "-w", "7", "--ledger", ledger, "-q", "--out",
+                            tmp_path / "n2", env=token_env(fixed.url))
+        assert next_night.exit_code == ExitStatus.SUCCESS
+        assert fixed.stats.accepted == Counter(dict.fromkeys(resent, 1))
+
+
 # --- what counts as the same profile ----------------------------------------------------------
 
 
@@ -200,6 +226,31 @@ def test_a_stopped_ledger_run_resumes_and_the_next_night_sends_no_one_again(
     assert again == []
 
 
+@pytest.mark.parametrize("limit", [None, 3])
+def test_a_run_that_stops_early_counts_the_rows_read_ahead_for_a_look_up_as_unsent(
+    tmp_path: Path, limit: int | None
+) -> None:
+    """A stop (or a test send's limit) while a batch of rows waits for the ledger's
+    answer: those rows were read, not sent, and must still be counted."""
+    ledger = tmp_path / "l.sqlite"
+    data = emails(tmp_path / "in.csv", *(f"k{i}@example.com" for i in range(50)))
+    control = RunControl()
+    sent: list[str] = []
+    sends = limit or 20  # rows 17-32 are one batch: a stop after row 21 leaves some unread
+
+    async def stopping(body: bytes) -> Answer:
+        sent.append(json.loads(body)["email"])
+        if len(sent) == sends and limit is None:
+            control.stop("stopped from the page")
+        return OK
+
+    summary = run(nightly(data, tmp_path / "out", ledger, max_in_flight=1, row_limit=limit),
+                  transport=stopping, control=control)
+    assert len(sent) == sends
+    assert summary.rows == 50
+    assert summary.outcomes == Counter({"ok": sends, "unsent": 50 - sends})
+
+
 def test_with_allow_duplicates_a_repeat_of_a_row_this_run_engaged_is_sent_again(
     tmp_path: Path
 ) -> None:
@@ -269,8 +320,8 @@ def test_the_next_night_asks_the_killed_runs_journal_what_became_of_each_row(
     assert failed[0]["_error_text"].startswith(
         f"the run in {(tmp_path / 'killed').absolute()} was stopped at 20")
     assert failed[0]["_error_text"].endswith(
-        "check in the account, then send it from failed.csv, or run again with "
-        "--resend-uncertain")
+        "check in the account, and if it was not, send it again with --resend-uncertain "
+        "(failed.csv with the same --ledger will do)")
     skipped = skipped_rows(tmp_path / "next")
     assert [r["email"] for r in skipped] == ["ok@example.com"]
     assert skipped[0]["_detail"].startswith("engaged by the run in ")
@@ -279,6 +330,33 @@ def test_the_next_night_asks_the_killed_runs_journal_what_became_of_each_row(
     run(nightly(data, tmp_path / "resend", ledger, resend_uncertain=True),
         transport=recording(resent))
     assert sorted(resent) == ["sending@example.com", "uncertain@example.com"]
+
+
+def test_a_row_that_failed_without_a_whole_answer_is_uncertain_the_next_night(
+    tmp_path: Path
+) -> None:
+    """No answer, or one that broke off: the API may have engaged the profile all the same,
+    so the next night asks first (uncertain) instead of sending it again."""
+    ledger = tmp_path / "l.sqlite"
+    data = emails(tmp_path / "in.csv", "timeout@example.com", "cut@example.com",
+                  "refused@example.com", "ok@example.com")
+
+    async def faulty(body: bytes) -> Answer:
+        if b"timeout@" in body:
+            raise Unanswered("timeout", "no answer within --timeout 30 s", maybe_sent=True)
+        if b"cut@" in body:
+            return Answer(200, b"", cut_off=True)
+        if b"refused@" in body:
+            return Answer(200, b'{"error": 404, "error_text": "no such profile"}')
+        return OK
+
+    first = run(nightly(data, tmp_path / "n1", ledger, max_attempts=1), transport=faulty)
+    assert first.outcomes == Counter({"network": 1, "http": 1, "api": 1, "ok": 1})
+    sent: list[str] = []
+    summary = run(nightly(data, tmp_path / "n2", ledger), transport=recording(sent))
+    assert sent == ["refused@example.com"]
+    assert summary.outcomes == Counter({"uncertain": 2, "ok": 1})
+    assert summary.skipped == Counter({"already_engaged": 1})
 
 
 def test_a_run_folder_that_is_gone_leaves_its_rows_uncertain(tmp_path: Path) -> None:
@@ -383,17 +461,17 @@ def test_a_claim_another_run_won_meanwhile_is_refused_and_names_that_run(
     assert a.lookup(["x@example.com"]) == b.lookup(["x@example.com"]) == {}
     a.expect(2, "x@example.com", None)
     b.expect(5, "x@example.com", None)
-    assert b.commit([(5, "sending")]) == {}
-    refused = a.commit([(2, "sending")])
+    assert b.commit([(5, "sending", "")]) == {}
+    refused = a.commit([(2, "sending", "")])
     assert list(refused) == [2]
     assert refused[2].startswith(
         f"the run in {tmp_path / 'b'} was sending to this profile at the same time")
     # b's failure frees the profile; a claim made on what a saw then still loses to a change.
-    b.commit([(5, "api")])
+    b.commit([(5, "api", "")])
     assert a.lookup(["x@example.com"]) == {}
     a.expect(2, "x@example.com", None)
-    assert a.commit([(2, "sending")]) == {}
-    a.commit([(2, "ok")])
+    assert a.commit([(2, "sending", "")]) == {}
+    a.commit([(2, "ok", "")])
     entry = b.lookup(["x@example.com"])["x@example.com"]
     assert (entry.state, entry.run) == ("ok", tmp_path / "a")
     a.close()
@@ -410,7 +488,7 @@ def test_a_refused_claim_ends_the_row_in_skipped_csv_without_a_request(tmp_path:
     def other_claims_first(journal: Journal, pending: dict[int, Any]) -> None:
         if 3 in pending and other.lookup(["b@example.com"]) == {}:
             other.expect(9, "b@example.com", None)
-            assert other.commit([(9, "sending")]) == {}
+            assert other.commit([(9, "sending", "")]) == {}
         original(journal, pending)
 
     sent: list[str] = []
@@ -549,17 +627,17 @@ def test_look_ups_are_batched_and_the_batches_grow_from_one_row(tmp_path: Path) 
     ledger = Ledger(tmp_path / "l.sqlite", workflow_id=1, kind="email", days=None,
                     run=tmp_path / "a")
     ledger.expect(7, "k7@example.com", None)
-    ledger.commit([(7, "sending")])
+    ledger.commit([(7, "sending", "")])
     sizes: list[int] = []
     fetch = ledger._fetch
 
-    def counting(keys: list[str], db: sqlite3.Connection | None = None) -> Any:
+    def counting(keys: list[str]) -> Any:
         sizes.append(len(keys))
-        return fetch(keys, db)
+        return fetch(keys)
 
     ledger._fetch = counting  # type: ignore[method-assign]
     items = iter([(i, _request(i)) for i in range(2000)])
-    out = list(ledger.looked_up(items))
+    out = list(ledger_module.LookedUp(items, ledger))
     ledger.close()
     assert [i for i, _, _ in out] == list(range(2000))
     assert [i for i, _, entry in out if entry is not None] == [7]

@@ -9,8 +9,9 @@ Which text is a command is decided by the fenced block it is in (inline code is 
   must print (a line that ends in ``…`` is the start of a line).
 - ```crontab: ``NAME=value`` lines are cron's environment, the others five time fields and a
   command, which ``sh`` runs as cron would (from ``$HOME``, a bare ``PATH``).
-- ```ini with ``ExecStart=``: a systemd service; its ``ExecStart=`` runs as systemd would
-  (``WorkingDirectory=``, a credentials folder for ``%d``, no shell).
+- ```ini: systemd units (first line ``# /etc/systemd/system/NAME``). The service's
+  ``ExecStart=`` runs as systemd would (``WorkingDirectory=``, a credentials folder for ``%d``,
+  no shell); a timer of the same name must start it.
 - ```toml: a config file, written where its first line (``# PATH``) says before anything runs,
   so the commands read the README's own config text.
 - ```python: run as a script. Airflow is not installed: a stand-in package (``AIRFLOW``)
@@ -254,7 +255,7 @@ class Workspace:
         return text
 
     def cli(self, *args: str, expect: int, env: dict[str, str] | None = None,
-            output: Path | None = None) -> str:
+            output: Path | None = None) -> None:
         """The test's own batch-engage command, to set the scene for a README command."""
         done = subprocess.run(
             [batch_engage_script(), *args], cwd=self.root, env={**self.env, **(env or {})},
@@ -263,7 +264,6 @@ class Workspace:
         if output is not None:
             output.write_text(done.stdout, "utf-8")
         assert done.returncode == expect, f"setup: batch-engage {shlex.join(args)}\n{done.stdout}"
-        return done.stdout
 
 
 def batch_engage_script() -> str:
@@ -319,7 +319,7 @@ def ws(tmp_path: Path, mock: RunningMock) -> Workspace:
         assert target.is_relative_to(root), f"{path} is outside {INSTALL_DIR}"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(workspace.localize(text), "utf-8")
-    (root / "logs").mkdir()
+    (root / "logs").mkdir()  # as the README's first steps leave the folder
     write_export(workspace)
     return workspace
 

@@ -421,7 +421,7 @@ def test_a_config_names_the_log_relative_to_itself(invoke: CliRun, tmp_path: Pat
         "start", "row", "finish"]
 
 
-@pytest.mark.parametrize("where", ["missing/run.jsonl", "."])
+@pytest.mark.parametrize("where", ["in.csv/run.jsonl", "."])
 def test_a_log_file_that_cannot_be_opened_is_a_usage_error_before_anything_is_sent(
     invoke: CliRun, tmp_path: Path, where: str
 ) -> None:
@@ -434,6 +434,14 @@ def test_a_log_file_that_cannot_be_opened_is_a_usage_error_before_anything_is_se
     assert str(log) in result.stderr
     assert mock.stats.received == 0
     assert not out.exists()
+
+
+def test_a_log_files_folder_is_made_as_the_ledgers_is(tmp_path: Path) -> None:
+    data = write_csv(tmp_path / "in.csv", "email\na@example.com\n")
+    log = tmp_path / "logs" / "nightly" / "run.jsonl"
+    run(RunOptions(input=data, workflow_id=1, dry_run=True, out=tmp_path / "out",
+                   log_file=log))
+    assert [line["event"] for line in read_log(log)] == ["start", "row", "finish"]
 
 
 def test_without_a_log_file_nothing_is_logged(tmp_path: Path) -> None:

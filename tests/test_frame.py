@@ -394,6 +394,9 @@ def python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
+# In a process of their own, like the kill tests: `make mutate` (which leaves slow tests out)
+# could not follow its mutants there.
+@pytest.mark.slow
 def test_importing_batch_engage_does_not_import_pandas(tmp_path: Path) -> None:
     done = python("""
         import sys
@@ -404,6 +407,7 @@ def test_importing_batch_engage_does_not_import_pandas(tmp_path: Path) -> None:
     assert (done.stdout, done.stderr) == ("False\n", "")
 
 
+@pytest.mark.slow
 def test_without_pandas_files_run_and_a_frame_says_what_to_install(tmp_path: Path) -> None:
     (tmp_path / "in.csv").write_text("email\na@example.com\n", "utf-8")
     done = python("""

@@ -20,7 +20,7 @@ from typing import Any
 import openpyxl
 import pytest
 
-from batch_engage import Matching, RunControl, RunOptions, Secret, run
+from batch_engage import Matching, RunControl, RunOptions, Secret, UsageError, run
 from batch_engage import ledger as ledger_module
 from batch_engage.journal import JOURNAL_NAME, Journal
 from batch_engage.ledger import Ledger, describe, forget
@@ -395,6 +395,37 @@ def test_a_ledger_that_lost_a_killed_runs_last_commits_gets_them_back_from_its_j
         assert db.execute("SELECT open FROM runs ORDER BY id").fetchall() == [(0,), (0,)]
 
 
+def test_a_replay_restores_each_kind_of_row_of_the_open_runs_journal(tmp_path: Path) -> None:
+    """What a replay makes of the journal: engaged when it was, at the journal's time; on its
+    way, or a failure that may have engaged, as unknown; a plain failure as nothing. Matched
+    by a custom field, whose name makes the kind."""
+    ledger = tmp_path / "l.sqlite"
+    data = write_csv(tmp_path / "in.csv", "field_value\nC1\nC2\nC3\nC4\n")
+    sent: list[str] = []
+    options = {"matching": Matching.CUSTOM, "field_name": "CRM_ID"}
+    run(nightly(data, tmp_path / "killed", ledger, **options),
+        transport=recording(sent, "field_value"))
+    with closing(sqlite3.connect(tmp_path / "killed" / JOURNAL_NAME)) as db, db:
+        db.execute("UPDATE rows SET completed_at = '2026-01-02T03:04:05.000+00:00' "
+                   "WHERE row = 2")
+        db.execute("UPDATE rows SET state = 'sending' WHERE row = 3")
+        db.execute("UPDATE rows SET state = 'network', error = 'timeout' WHERE row = 4")
+        db.execute("UPDATE rows SET state = 'api', error = 'api_404' WHERE row = 5")
+    with closing(sqlite3.connect(ledger)) as db, db:
+        db.execute("DELETE FROM entries")  # what a power loss may leave
+        db.execute("UPDATE runs SET open = 1")
+    again: list[str] = []
+    summary = run(nightly(data, tmp_path / "next", ledger, **options),
+                  transport=recording(again, "field_value"))
+    assert again == ["C4"]
+    assert summary.outcomes == Counter({"uncertain": 2, "ok": 1})
+    assert skipped_rows(tmp_path / "next")[0]["_detail"] == (
+        f"engaged by the run in {(tmp_path / 'killed').absolute()} at 2026-01-02T03:04:05+00:00")
+    with closing(sqlite3.connect(ledger)) as db:
+        assert db.execute("SELECT DISTINCT kind FROM entries").fetchall() == [
+            ("custom:CRM_ID",)]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_sigkill_at_random_points_then_the_next_night_engages_no_one_twice(
@@ -612,14 +643,18 @@ def test_the_ledger_command_shows_counts_per_workflow_and_forgets_one(
     assert len(sent) == 3
     missing = invoke("ledger", tmp_path / "nope.sqlite")
     assert missing.exit_code == ExitStatus.USAGE_OR_INPUT_ERROR
-    assert "there is no ledger at" in missing.stderr
+    assert missing.stderr == (f"Error: there is no ledger at {tmp_path / 'nope.sqlite'}; check "
+                              "the path (a run creates it with --ledger)\n")
 
 
 def test_a_file_that_is_not_a_ledger_is_a_usage_error(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "l.sqlite", "not a database at all, just text\n" * 20)
     data = emails(tmp_path / "in.csv", "a@example.com")
-    with pytest.raises(Exception, match="cannot be used as a ledger"):
+    with pytest.raises(UsageError) as caught:
         run(nightly(data, tmp_path / "out", path), transport=recording([]))
+    assert str(caught.value) == (
+        f"--ledger {path} cannot be used as a ledger (file is not a database); give the path "
+        "of a ledger file, or a new file name to start one")
 
 
 def test_look_ups_are_batched_and_the_batches_grow_from_one_row(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import decimal
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -253,6 +254,18 @@ def test_a_row_with_every_cell_empty_is_blank_and_still_counted(tmp_path: Path) 
     out, summary = dry_run(tmp_path, "out", frame)
     assert [r["row"] for r in read_requests(out)] == [3]
     assert (summary["rows"], summary["blank"]) == (1, 2)
+
+
+def test_the_row_guards_count_a_frames_rows(tmp_path: Path) -> None:
+    """--max-rows counts rows by a reader of their own: the frame's, not a file's."""
+    frame = pd.DataFrame({"email": [f"k{i}@example.com" for i in range(5)]})
+    options = RunOptions(input=tmp_path / "crm-export", workflow_id=3, dry_run=True,
+                         out=tmp_path / "out", max_rows=2)
+    message = "has more data rows than --max-rows 2 allows (it has at least 3; about 5)"
+    with pytest.raises(InputFileError, match=re.escape(message)):
+        run(options, frame=frame)
+    with pytest.raises(InputFileError, match=re.escape(message)):
+        asyncio.run(run_async(options, frame=frame))
 
 
 def test_a_frame_is_sent_and_reported_as_a_file_is(tmp_path: Path) -> None:

@@ -26,6 +26,8 @@ from batch_engage.journal import (
     RowState,
     RunLock,
     check_options,
+    is_running,
+    maybe_engaged,
     stored_options,
 )
 
@@ -369,3 +371,26 @@ def test_leaving_a_lock_never_taken_or_twice_does_nothing(tmp_path: Path) -> Non
     lock.__exit__(None, None, None)
     with RunLock(tmp_path):
         pass
+
+
+def test_a_run_is_running_while_a_process_holds_its_folder_and_not_after(
+    tmp_path: Path
+) -> None:
+    assert not is_running(tmp_path / "never")  # no folder, no lock file
+    with RunLock(tmp_path):
+        assert is_running(tmp_path)
+    assert (tmp_path / LOCK_NAME).exists()
+    assert not is_running(tmp_path)  # the file stays; nobody holds it
+
+
+@pytest.mark.parametrize(("state", "error", "maybe"), [
+    ("network", "timeout", True), ("network", "disconnected", True),
+    ("network", "connect_failed", False),  # the connection was never made
+    ("http", "answer_cut_off", True), ("http", "unreadable_answer", True),
+    ("http", "http_404", False), ("api", "api_404", False), ("api", "answer_cut_off", False),
+    ("ok", "", False), (None, "", False),
+])
+def test_failures_that_may_have_engaged_are_those_without_a_whole_answer(
+    state: str | None, error: str, maybe: bool
+) -> None:
+    assert maybe_engaged(state, error) is maybe

@@ -6,6 +6,7 @@ import json
 import os
 import random
 import shlex
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -330,6 +331,29 @@ def test_the_next_night_asks_the_killed_runs_journal_what_became_of_each_row(
     run(nightly(data, tmp_path / "resend", ledger, resend_uncertain=True),
         transport=recording(resent))
     assert sorted(resent) == ["sending@example.com", "uncertain@example.com"]
+
+
+def test_an_engagement_stays_one_when_its_run_folder_is_gone(tmp_path: Path) -> None:
+    """An ``ok`` entry is the ledger's own word: the run's journal is not asked, nor needed
+    (run folders get cleaned up; the ledger is what lasts)."""
+    ledger = tmp_path / "l.sqlite"
+    data = emails(tmp_path / "in.csv", "a@example.com")
+    run(nightly(data, tmp_path / "old", ledger), transport=recording([]))
+    shutil.rmtree(tmp_path / "old")
+    sent: list[str] = []
+    summary = run(nightly(data, tmp_path / "new", ledger), transport=recording(sent))
+    assert sent == []
+    assert summary.skipped == Counter({"already_engaged": 1})
+
+
+def test_the_log_file_tells_each_row_the_ledger_skipped(tmp_path: Path) -> None:
+    ledger, log = tmp_path / "l.sqlite", tmp_path / "run.jsonl"
+    data = emails(tmp_path / "in.csv", "a@example.com", "b@example.com")
+    run(nightly(data, tmp_path / "n1", ledger, row_limit=1), transport=recording([]))
+    run(nightly(data, tmp_path / "n2", ledger, log_file=log), transport=recording([]))
+    rows = [json.loads(line) for line in log.read_text("utf-8").splitlines()]
+    assert [(r["row"], r["outcome"], r.get("reason")) for r in rows if r["event"] == "row"] == [
+        (2, "skipped", "already_engaged"), (3, "ok", None)]
 
 
 def test_a_row_that_failed_without_a_whole_answer_is_uncertain_the_next_night(

@@ -9,7 +9,8 @@ import pytest
 from batch_engage.errors import UsageError
 from batch_engage.options import Matching, RunOptions, Secret, load_config
 
-KNOWN = frozenset({"workflow_id", "api_url", "attach", "attach_dir", "token_file", "content"})
+KNOWN = frozenset({"workflow_id", "api_url", "attach", "attach_dir", "token_file", "content",
+                   "ledger", "log_file"})
 
 
 def config(tmp_path: Path, text: str | bytes) -> Path:
@@ -76,6 +77,9 @@ def test_paths_are_taken_relative_to_the_config_folder(tmp_path: Path) -> None:
      'e.g. attach = ["terms.pdf", "logo.png"]'),
     ("attach_dir = 5\n", 'attach_dir must be a path in quotes, e.g. attach_dir = "files"'),
     ("token-file = 0\n", 'token-file must be a path in quotes, e.g. token-file = "token.txt"'),
+    ("ledger = 1\n", 'ledger must be a path in quotes, e.g. ledger = "engaged.sqlite"'),
+    ("log_file = true\n",
+     'log_file must be a path in quotes, e.g. log_file = "batch-engage.jsonl"'),
 ])
 def test_a_path_option_that_is_no_text_is_refused(tmp_path: Path, text: str, message: str) -> None:
     """A number would reach the OS as a file descriptor (0 is stdin): refused, not crashed."""

@@ -341,6 +341,22 @@ def test_429s_log_a_slow_down_and_their_retries(tmp_path: Path) -> None:
     assert lines.index(slow) < lines.index(retry)
 
 
+def test_a_burst_of_429s_logs_one_slow_down_a_line_per_change_of_rate(tmp_path: Path) -> None:
+    """The rate is halved at most once a second: the second 429 of a burst changes nothing,
+    and the log says only what changed."""
+    data = write_csv(tmp_path / "in.csv", "email\na@example.com\nb@example.com\n")
+    log = tmp_path / "log"
+    answers = iter([Answer(429, b""), Answer(429, b""), OK, OK])
+
+    async def busy_twice(body: bytes) -> Answer:
+        return next(answers)
+
+    run(sending(data, tmp_path / "out", log, rate_per_second=8), transport=busy_twice)
+    lines = read_log(log)
+    assert [line["rate"] for line in events(lines, "slow_down")] == [4.0]
+    assert len(events(lines, "retry")) == 2
+
+
 def test_a_run_on_the_callers_loop_logs_too(tmp_path: Path) -> None:
     data = write_csv(tmp_path / "in.csv", "email\na@example.com\n")
     log = tmp_path / "log"

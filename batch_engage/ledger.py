@@ -311,9 +311,6 @@ class Ledger:
             raise
         return refused
 
-    def forget_row(self, row: int) -> None:
-        """A row that will not be sent after all (skipped before its claim)."""
-        self._seen.pop(row, None)
 
 
 class LookedUp(Generic[T]):

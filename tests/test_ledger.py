@@ -95,9 +95,13 @@ def test_the_second_night_sends_nothing_then_only_the_new_rows_then_all_after_th
     assert third == new
     assert summary.skipped == Counter({"already_engaged": 20})
 
-    # Two days on, with only a day's engagements counting, everyone is sent again.
+    # Two days on, engagements of the last three days still count; of the last day, not.
     later = time.time() + 2 * DAY
     monkeypatch.setattr(ledger_module, "now", lambda: later)
+    within: list[str] = []
+    run(nightly(grown, tmp_path / "night3b", ledger, ledger_days=3),
+        transport=recording(within))
+    assert within == []
     fourth: list[str] = []
     run(nightly(grown, tmp_path / "night4", ledger, ledger_days=1), transport=recording(fourth))
     assert sorted(fourth) == sorted(people + new)

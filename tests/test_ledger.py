@@ -31,6 +31,7 @@ from batch_engage.sender import Answer, Unanswered
 from batch_engage.status import ExitStatus
 
 from .conftest import MOCK_TOKEN, CliRun, read_csv, read_requests, token_env, write_csv
+from .test_job import stopping_after
 
 OK = Answer(200, b'{"error": 0, "error_text": "ok"}')
 DAY = 86_400.0
@@ -210,15 +211,8 @@ def test_a_stopped_ledger_run_resumes_and_the_next_night_sends_no_one_again(
     data = emails(tmp_path / "in.csv", *people)
     control = RunControl()
     sent: list[str] = []
-
-    async def stopping(body: bytes) -> Answer:
-        sent.append(json.loads(body)["email"])
-        if len(sent) == 3:
-            control.stop("stopped from the page")
-        return OK
-
-    first = run(nightly(data, tmp_path / "out", ledger, max_in_flight=1), transport=stopping,
-                control=control)
+    first = run(nightly(data, tmp_path / "out", ledger, max_in_flight=1),
+                transport=stopping_after(3, control, sent), control=control)
     assert first.stopped is not None
     assert len(sent) == 3
     rest: list[str] = []

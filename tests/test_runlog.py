@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import openpyxl
 import pytest
 
 from batch_engage import Matching, RunControl, RunOptions, Secret, run, run_async
@@ -20,6 +19,7 @@ from batch_engage.sender import REFUSAL_ERRORS, Answer
 from batch_engage.status import ExitStatus
 
 from .conftest import MOCK_TOKEN, CliRun, read_csv, read_summary, token_env, write_csv
+from .test_job import STOPPED_AT_ONCE, workbook
 
 OK = Answer(200, b'{"error": 0, "error_text": "ok"}')
 TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|\+00:00)")
@@ -157,32 +157,6 @@ def test_a_faulty_run_logs_every_row_once_with_its_outcome_and_never_the_token(
 # --- stops and resumes -----------------------------------------------------------------------
 
 
-def workbook(tmp_path: Path, rows: list[tuple[str, bool]]) -> Path:
-    """An .xlsx with an email column; each row's text, and whether it is hidden."""
-    book = openpyxl.Workbook()
-    sheet = book.active
-    assert sheet is not None
-    sheet.append(["email"])
-    for number, (text, hidden) in enumerate(rows, start=2):
-        sheet.append([text])
-        sheet.row_dimensions[number].hidden = hidden
-    book.save(tmp_path / "in.xlsx")
-    return tmp_path / "in.xlsx"
-
-
-STOPPED_AT_ONCE = [
-    ("a@example.com", False),  # 2: the API refuses the token: the run stops here
-    ("b@example.com", False),  # 3-7: read ahead, waiting their turn
-    ("c@example.com", True),
-    ("d@example.com", False),
-    ("e@example.com", False),
-    ("f@example.com", False),
-    ("   ", False),            # 8-11: never read by the sender
-    ("g@example.com", True),
-    ("h@example.com", False),
-    ("", False),
-    ("i@example.com", False),
-]
 
 
 def test_a_stopped_run_logs_the_stop_and_its_unsent_rows_and_a_resume_appends(

@@ -9,12 +9,7 @@ Library use (Airflow, Prefect, notebooks)::
     summary = run(RunOptions(input=Path("crm-export"), workflow_id=12, dry_run=True), frame=df)
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("batch-engage")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0"
+__version__ = "0.1.0"  # pyproject.toml reads it from here
 
 from .errors import BatchEngageError, InputFileError, UsageError
 from .job import RunControl, run, run_async

@@ -43,7 +43,6 @@ from .reader import EXCEL_SUFFIXES, ExcelTable, Record, Table, TextTable, open_t
 from .reporter import FailedReport, RequestsLog, SkippedReport, SuccessReport, Summary
 from .runlog import RunLog
 from .sender import Result, RetryPolicy, Sender, Transport, aiohttp_transport, timestamp
-from .xlsx_report import write_failed_xlsx
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -79,7 +78,7 @@ def _claim_out(out: Path, *, resume: bool) -> Iterator[None]:
 
 def _is_blank(record: Record) -> bool:
     """Excel leaves rows whose cells are all empty at the end of a sheet: not data rows."""
-    return not record.extra and not any(c.strip() for c in record.cells)
+    return not record.extra and not any(map(str.strip, record.cells))
 
 
 class _Run:
@@ -220,6 +219,8 @@ class _Run:
                       "--include-hidden-rows to send them too")
         if self.options.input.suffix.lower() in EXCEL_SUFFIXES:
             # Beside failed.csv, for a marketer who works in Excel: ids and phones as text.
+            # (openpyxl, with numpy, is a sixth of the start-up: imported only here.)
+            from .xlsx_report import write_failed_xlsx  # noqa: PLC0415
             try:
                 write_failed_xlsx(self.out / "failed.csv", self.out / "failed.xlsx")
             except OSError as e:  # a full disk: failed.csv holds the same rows
@@ -241,10 +242,11 @@ def _listeners(options: RunOptions, on_progress: Listener | None) -> list[Listen
 
 
 def _dry_run(job: _Run, table: Table, progress: Progress) -> Summary:
-    mapper = Mapper(table.headers, job.options, DRY_RUN_TOKEN, job.warn)
+    mapper = Mapper(table.headers, job.options, DRY_RUN_TOKEN, job.warn,
+                    spill_folder=job.out)
     records = table.records()
     first = job.first_data_row(records)
-    with _claim_out(job.out, resume=False), \
+    with _claim_out(job.out, resume=False), closing(mapper), \
             FailedReport(job.out / "failed.csv", table.headers) as failed, \
             SkippedReport(job.out / "skipped.csv", table.headers) as skipped, \
             closing(RequestsLog(job.out / "requests.jsonl")) as requests:
@@ -363,12 +365,14 @@ async def _send(
     if options.resume:  # before the file is judged by options the run may not have had
         check_options(stored_options(job.out), options.fixed())
     fingerprint = await asyncio.to_thread(_fingerprint, table)
-    mapper = Mapper(table.headers, options, options.token.reveal(), job.warn)
+    mapper = Mapper(table.headers, options, options.token.reveal(), job.warn,
+                    spill_folder=job.out)
     records = table.records()
     first = job.first_data_row(records)
     summary = job.summary
     async with AsyncExitStack() as stack:
         stack.enter_context(_claim_out(job.out, resume=options.resume))
+        stack.enter_context(closing(mapper))
         ledger = job.open_ledger(writing=True)
         if ledger is not None:
             stack.callback(ledger.close)  # after the journal's last commit, which writes it

@@ -7,12 +7,14 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import orjson
 import phonenumbers
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 from .attachments import MAX_BODY_BYTES, AttachmentError, AttachmentFolder, encode_file
+from .duplicates import FirstRows
 from .errors import InputFileError, UsageError
 from .options import Matching, RunOptions
 from .reader import EXCEL_SUFFIXES, Record
@@ -38,13 +40,22 @@ _PLAIN_EMAIL = re.compile(
     r"@(?:(?![A-Za-z0-9-]{2}--)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
     r"(?!(?:" + "|".join(sorted(SPECIAL_USE_DOMAIN_NAMES)) + r")$)[A-Za-z]{2,63}"
 )
+# The same test in two parts, the domain's answer kept: a file repeats a few domains, and a
+# dry run spent a tenth of its time in the whole pattern. A property test holds plain_email
+# to _PLAIN_EMAIL.
+_PLAIN_LOCAL = re.compile(r"(?!.*[xX][nN]--)[A-Za-z0-9_%+-]{1,64}(?:\.[A-Za-z0-9_%+-]{1,64})*")
+_PLAIN_DOMAIN = re.compile(
+    r"(?!.*[xX][nN]--)(?:(?![A-Za-z0-9-]{2}--)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+    r"(?!(?:" + "|".join(sorted(SPECIAL_USE_DOMAIN_NAMES)) + r")$)[A-Za-z]{2,63}"
+)
+_DOMAINS_KEPT = 10_000
+_plain_domains: dict[str, bool] = {}
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _TRUE = frozenset({"true", "1", "yes", "y", "да"})
 _FALSE = frozenset({"false", "0", "no", "n", "нет"})
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(NamedTuple):  # a tuple: one is made for every row, so it is made cheaply
     row: int
     identifier: str
     """The identifier as sent (an E.164 phone, a trimmed email...), for success.csv."""
@@ -77,17 +88,47 @@ def show(value: str, limit: int = 60) -> str:
     return "'" + value.replace("\n", "\\n") + "'"
 
 
+def plain_email(text: str) -> bool:
+    """``_PLAIN_EMAIL.fullmatch(text)``, faster."""
+    local, _, domain = text.rpartition("@")
+    if not (6 <= len(text) <= 254 and 0 < len(local) <= 64):
+        return False
+    plain = _plain_domains.get(domain)
+    if plain is None:
+        plain = _PLAIN_DOMAIN.fullmatch(domain) is not None
+        if len(_plain_domains) < _DOMAINS_KEPT:
+            _plain_domains[domain] = plain
+    return plain and _PLAIN_LOCAL.fullmatch(local) is not None
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")  # json.loads takes NaN and Infinity
+
+
+_JSON_CELL = json.JSONDecoder(parse_constant=_not_json)
+
+
 def parse_json_cell(text: str) -> Any:
     """A cell whose whole text is a JSON array or object becomes that JSON; else the text."""
     stripped = text.strip()
     if stripped[:1] in ("[", "{"):
         try:
-            value = json.loads(stripped)
+            value = _JSON_CELL.decode(stripped)
         except ValueError:
             return text
         if isinstance(value, list | dict):
             return value
     return text
+
+
+def encode_body(body: dict[str, Any]) -> bytes:
+    """A request's compact UTF-8 JSON. orjson takes a twentieth of json's time, most of a
+    dry run's per-row work (bench/RESULTS.md); json only for what orjson refuses: an
+    integer over 64 bits in a JSON cell."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def identity(matching: Matching, identifier: str) -> str:
@@ -146,13 +187,17 @@ class Mapper:
         options: RunOptions,
         token: str,
         on_warning: Callable[[str], None],
+        *,
+        spill_folder: Path | None = None,
     ) -> None:
+        """``spill_folder`` (the run's) holds the duplicate check's file on a large input;
+        None: a temporary file. ``close`` deletes it."""
         self.options = options
         self.matching = options.matching
         self.identifier_column = IDENTIFIER_COLUMN[options.matching]
         self._token = token
         self._phone_region = options.phone_region.upper() if options.phone_region else None
-        self._seen: dict[str, int] | None = None if options.allow_duplicates else {}
+        self._seen = None if options.allow_duplicates else FirstRows(spill_folder)
         attach_dir = options.attach_dir or options.input.parent
         self._folder = AttachmentFolder(attach_dir)
         self._fixed_attach = [self._load_fixed(p) for p in options.attach]
@@ -161,7 +206,8 @@ class Mapper:
         identifier: tuple[int, str] | None = None
         self._resource: tuple[int, str] | None = None
         self._attach: tuple[int, str] | None = None
-        self._content: list[tuple[int, str, tuple[str, ...]]] = []
+        self._content: list[tuple[int, str | None, tuple[str, ...]]] = []
+        """Column, its key when not nested (the common case, set without a walk), path."""
         self._filter: list[tuple[int, str, str]] = []
         claimed: dict[str, str] = {}
         self._used: dict[int, str] = {}
@@ -206,7 +252,7 @@ class Mapper:
                 if not all(path):
                     raise InputFileError(f"{where}: a content key cannot have an empty part")
                 content_paths.append((path, where))
-                self._content.append((index, label, path))
+                self._content.append((index, path[0] if len(path) == 1 else None, path))
             elif role.startswith(_FILTER_PREFIX):
                 field = name.split(".", 1)[1]
                 filter_paths.append(((field,), where))
@@ -236,6 +282,10 @@ class Mapper:
         self._fixed_content: dict[str, Any] = {}
         for key, value in options.content:
             _set_path(self._fixed_content, tuple(key.split(".")), parse_json_cell(value))
+
+    def close(self) -> None:
+        if self._seen is not None:
+            self._seen.close()
 
     @property
     def identifier_index(self) -> int:
@@ -273,7 +323,7 @@ class Mapper:
         except _Invalid as e:
             where = f"row {row}, column {e.column}" if e.column else f"row {row}"
             return RowError(row, "validation", e.code, f"{where}: {e.message}")
-        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        data = encode_body(body)
         if len(data) > MAX_BODY_BYTES:
             return RowError(
                 row, "validation", "body_too_large",
@@ -283,7 +333,7 @@ class Mapper:
         # Only a row that will be sent claims its identifier: an invalid one before a fixed
         # copy of it must not make the fixed one a duplicate.
         if self._seen is not None:
-            first = self._seen.setdefault(dedup_key, row)
+            first = self._seen.first(dedup_key, row)
             if first != row:
                 return RowError(
                     row, "duplicate", "duplicate",
@@ -321,8 +371,9 @@ class Mapper:
         body: dict[str, Any] = {"token": self._token, "id": self.options.workflow_id}
         identifier, dedup_key = self._identify(raw, column, body)
 
-        if self._resource is not None and cells[self._resource[0]].strip():
-            body["resource_id"] = self._integer(cells[self._resource[0]], self._resource[1])
+        if self._resource is not None and (text := cells[self._resource[0]].strip()):
+            body["resource_id"] = int(text) if _INTEGER.fullmatch(text) else self._integer(
+                cells[self._resource[0]], self._resource[1])
         elif self.options.resource_id is not None:
             body["resource_id"] = self.options.resource_id
 
@@ -344,15 +395,21 @@ class Mapper:
                 body["subscription_filter"] = subscription
 
         content = json.loads(json.dumps(self._fixed_content)) if self._fixed_content else {}
-        for i, _, path in self._content:
+        for i, key, path in self._content:  # every row's cells: kept to the bare steps
             text = cells[i]
-            if text.strip():
-                _set_path(content, path, parse_json_cell(text))
+            stripped = text.strip()
+            if stripped:
+                value = parse_json_cell(text) if stripped[0] in "[{" else text
+                if key is None:
+                    _set_path(content, path, value)
+                else:
+                    content[key] = value
         if content:
             body["content"] = content
 
-        attach = list(self._fixed_attach)
+        attach = self._fixed_attach
         if self._attach is not None:
+            attach = list(attach)
             for written in cells[self._attach[0]].split("|"):
                 if written.strip():
                     try:
@@ -371,7 +428,7 @@ class Mapper:
                            f"the {self.identifier_column} is empty; fill it in or delete the row")
         mode = self.matching
         if mode is Matching.EMAIL:
-            if not _PLAIN_EMAIL.fullmatch(text):
+            if not plain_email(text):
                 try:
                     validate_email(text, check_deliverability=False)
                 except EmailNotValidError as e:

@@ -96,7 +96,7 @@ class RequestsLog:
     """``requests.jsonl`` of a dry run: one ``{"row": N, "body": {...}}`` line per valid row."""
 
     def __init__(self, path: Path) -> None:
-        self._file = path.open("wb")
+        self._file = path.open("wb", buffering=2**20)
 
     def add(self, row: int, body: bytes) -> None:
         self._file.write(b'{"row":%d,"body":%s}\n' % (row, body))

@@ -338,5 +338,5 @@ def test_exports_are_honest() -> None:
     public = {
         n for n in dir(batch_engage)
         if not n.startswith("_") and not isinstance(getattr(batch_engage, n), ModuleType)
-    } - {"annotations", "version", "PackageNotFoundError"}
+    } - {"annotations"}
     assert public <= set(batch_engage.__all__), public - set(batch_engage.__all__)

@@ -27,6 +27,7 @@ from batch_engage.mapper import (
     Request,
     RowError,
     parse_json_cell,
+    plain_email,
 )
 from batch_engage.options import Matching, RunOptions
 from batch_engage.reader import Record
@@ -174,6 +175,18 @@ near_miss_emails = st.builds(
 def test_plain_email_fast_path_only_accepts_what_email_validator_accepts(text: str) -> None:
     if _PLAIN_EMAIL.fullmatch(text):
         validate_email(text, check_deliverability=False)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.one_of(st.from_regex(_PLAIN_EMAIL, fullmatch=True), st.emails().map(str),
+                 near_miss_emails, st.text(alphabet="ab.-_@+xXnN0\n", max_size=30)))
+@example("a@b@example.com")
+@example("xn--a@example.com")
+@example("ax@n--b.com")
+@example("anna@example.com\n")
+@example("a" * 32 + "." + "a" * 32 + "@example.com")  # a local part of 65
+def test_plain_email_is_the_pattern_in_two_parts(text: str) -> None:
+    assert plain_email(text) == (_PLAIN_EMAIL.fullmatch(text) is not None)
 
 
 @settings(max_examples=300, deadline=None)

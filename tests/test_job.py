@@ -25,7 +25,15 @@ import aiohttp
 import openpyxl
 import pytest
 
-from batch_engage import InputFileError, RunOptions, Secret, UsageError, open_table, run
+from batch_engage import (
+    InputFileError,
+    RunOptions,
+    Secret,
+    UsageError,
+    open_table,
+    run,
+    xlsx_report,
+)
 from batch_engage import job as job_module
 from batch_engage.job import default_out
 from batch_engage.journal import JOURNAL_NAME
@@ -831,7 +839,7 @@ def test_a_failed_xlsx_that_cannot_be_written_is_a_warning_and_summary_json_is_w
     def disk_full(csv_path: Path, xlsx: Path) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(job_module, "write_failed_xlsx", disk_full)
+    monkeypatch.setattr(xlsx_report, "write_failed_xlsx", disk_full)
     warnings: list[str] = []
     summary = run(RunOptions(input=_workbook(tmp_path / "in.xlsx"), workflow_id=1,
                              dry_run=True, out=tmp_path / "out"), on_warning=warnings.append)

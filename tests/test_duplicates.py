@@ -85,7 +85,7 @@ def test_a_file_left_by_a_killed_run_is_replaced(tmp_path: Path) -> None:
 
 def test_a_write_that_fails_keeps_the_answers_right_then_stops_the_run(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(duplicates.orjson, "dumps", lambda _part: b"{not json")
+    monkeypatch.setattr("batch_engage.duplicates.orjson.dumps", lambda _part: b"{not json")
     index = FirstRows(tmp_path, memory_keys=3)
     try:
         assert first_rows(index, ["a", "b", "c", "d", "a", "e", "b"]) == [2, 3, 4, 5, 2, 7, 3]

@@ -253,7 +253,8 @@ def _dry_run(job: _Run, table: Table, progress: Progress) -> Summary:
         ledger = job.open_ledger(writing=False)
         try:
             _dry_rows(job, LookedUp(
-                job.mapped(chain([first], records), mapper, skipped, progress), ledger),
+                job.mapped(chain([first], records), mapper, skipped, progress), ledger,
+                detail=False),
                 failed=failed, requests=requests, progress=progress)
         finally:
             if ledger is not None:

@@ -27,11 +27,14 @@ import sqlite3
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
 from typing import Any, Generic, NamedTuple, Self, TypeVar
+
+import orjson
 
 from .errors import UsageError
 from .journal import is_running, journal_rows, maybe_engaged
@@ -97,6 +100,10 @@ class Entry(NamedTuple):  # a tuple: a nightly import finds one for most rows
     """Within ``--ledger-days``: an older entry does not stop a send (but is claimed over)."""
 
 
+COUNTED = Entry(OK, Path(), 0, 0.0, -1, True)
+"""A dry run's entry for a profile engaged within ``--ledger-days``, by some other run."""
+
+
 def already_engaged(entry: Entry) -> str:
     """skipped.csv's ``_detail`` for a row the ledger holds: which run, and when."""
     if entry.state == OK:
@@ -138,6 +145,42 @@ def _connect(path: Path) -> sqlite3.Connection:
             raise _not_a_ledger(path, e) from None
 
 
+Found = tuple[str, str, int, int, float]
+"""An entry as read: identifier, state, run id, row, time."""
+Looked = tuple[list[str], list[Found]]
+"""Identifiers engaged (``COUNTED``), and entries in full."""
+
+
+def _fetch(db: sqlite3.Connection, workflow_id: int, kind: str, keys: list[str]
+           ) -> list[Found]:
+    # The keys go in as one JSON text and the entries come back as one: a single step
+    # of SQLite's, without a Python object per key or per entry on the way, and without
+    # the interpreter lock. ``at`` travels as text of 17 digits, which JSON's numbers
+    # (15 in SQLite) would round, and the claims compare it exactly. (As IN, the keys
+    # are searched in the primary key: a join was planned as a scan of the workflow.)
+    (found,) = db.execute(
+        "SELECT json_group_array(json_array(identifier, state, run, row, "
+        "printf('%!.17g', at))) FROM entries WHERE workflow_id = ? AND kind = ? "
+        "AND identifier IN (SELECT value FROM json_each(?))",
+        (workflow_id, kind, orjson.dumps(keys).decode())).fetchone()
+    return [(identifier, state, run, row, float(at))
+            for identifier, state, run, row, at in orjson.loads(found)]
+
+
+def _count(db: sqlite3.Connection, workflow_id: int, kind: str, keys: list[str],
+           cutoff: float) -> tuple[list[str], list[Found]]:
+    """What a dry run needs: the identifiers engaged within the window, and the entries of
+    those being sent (their journals decide). Older entries do not stop a send."""
+    counted, sending = db.execute(
+        "SELECT json_group_array(identifier) FILTER (WHERE state = 'ok'), "
+        "json_group_array(json_array(identifier, state, run, row, printf('%!.17g', at))) "
+        "FILTER (WHERE state != 'ok') FROM entries WHERE workflow_id = ? AND kind = ? "
+        "AND at >= ? AND identifier IN (SELECT value FROM json_each(?))",
+        (workflow_id, kind, cutoff, orjson.dumps(keys).decode())).fetchone()
+    return orjson.loads(counted), [(identifier, state, run, row, float(at))
+                                   for identifier, state, run, row, at in orjson.loads(sending)]
+
+
 def _not_a_ledger(path: Path, error: Exception) -> UsageError:
     return UsageError(f"--ledger {path} cannot be used as a ledger ({error}); give the path "
                       "of a ledger file, or a new file name to start one")
@@ -170,9 +213,16 @@ class Ledger:
         self._seen: dict[int, tuple[str, Entry | None]] = {}
         """Rows read and not yet finished: their key and what the ledger held for it then."""
         self._claimed: dict[int, str] = {}
+        self._looker: ThreadPoolExecutor | None = None
+        """Looks rows up on a connection of its own, while the next ones are read."""
+        self._looker_db: sqlite3.Connection | None = None
 
     def close(self) -> None:
         try:
+            if self._looker is not None:
+                self._looker.shutdown(cancel_futures=True)
+                if self._looker_db is not None:
+                    self._looker_db.close()
             if self.run is not None and self._healthy:
                 self._durably("UPDATE runs SET open = 0 WHERE id = ?", (self._run_id,))
         finally:
@@ -214,20 +264,39 @@ class Ledger:
 
     def lookup(self, keys: list[str]) -> dict[str, Entry]:
         """The entries for ``keys``; those older than ``--ledger-days`` say they do not count."""
-        return self._entries(self._fetch(keys))
+        return self.entries(_fetch(self._db, self.workflow_id, self.kind, keys))
 
-    def _fetch(self, keys: list[str]) -> list[tuple[str, str, int, int, float]]:
-        found: list[tuple[str, str, int, int, float]] = []
-        for start in range(0, len(keys), LOOKUP_BATCH):
-            chunk = keys[start:start + LOOKUP_BATCH]
-            found += self._db.execute(
-                "SELECT identifier, state, run, row, at FROM entries "
-                "WHERE workflow_id = ? AND kind = ? AND identifier IN "
-                f"({','.join('?' * len(chunk))})", (self.workflow_id, self.kind, *chunk))
-        return found
+    def lookup_soon(self, keys: list[str], *, detail: bool = True) -> Future[Looked]:
+        """``lookup`` in another thread; ``looked`` makes its entries. SQLite lets go of
+        the interpreter lock while it searches: a second core's work. Without ``detail`` (a
+        dry run, which counts the engaged rows without listing them), an engaged row's
+        entry is ``COUNTED``, which names no run: a Python object less per row."""
+        if self._looker is None:
+            self._looker = ThreadPoolExecutor(1, thread_name_prefix="batch-engage ledger")
+        return self._looker.submit(self._look_apart, keys,
+                                   None if detail else self._cutoff())
 
-    def _entries(self, found: list[tuple[str, str, int, int, float]]) -> dict[str, Entry]:
-        cutoff = now() - self._days * 86_400 if self._days is not None else float("-inf")
+    def _look_apart(self, keys: list[str], cutoff: float | None) -> Looked:
+        if self._looker_db is None:  # the file was made ready by the run's own connection
+            self._looker_db = sqlite3.connect(self.path, isolation_level=None,
+                                              timeout=BUSY_TIMEOUT_MS / 1000,
+                                              check_same_thread=False)
+            self._looker_db.execute("PRAGMA query_only = 1")
+        if cutoff is None:
+            return [], _fetch(self._looker_db, self.workflow_id, self.kind, keys)
+        return _count(self._looker_db, self.workflow_id, self.kind, keys, cutoff)
+
+    def looked(self, looked: Looked) -> dict[str, Entry]:
+        counted, found = looked
+        entries = dict.fromkeys(counted, COUNTED)
+        entries.update(self.entries(found))
+        return entries
+
+    def _cutoff(self) -> float:
+        return now() - self._days * 86_400 if self._days is not None else float("-inf")
+
+    def entries(self, found: list[Found]) -> dict[str, Entry]:
+        cutoff = self._cutoff()
         folder = self._folder
         return {identifier: Entry(state, folder(run_id), row, at, run_id, at >= cutoff)
                 for identifier, state, run_id, row, at in found}
@@ -276,7 +345,8 @@ class Ledger:
         try:
             if claims:
                 held = {k: (state, run, row, when) for k, state, run, row, when
-                        in self._fetch([key for _, key, _ in claims])}
+                        in _fetch(db, self.workflow_id, self.kind,
+                                  [key for _, key, _ in claims])}
                 won: list[tuple[int, str, str, int, int, float]] = []
                 for row, key, seen in claims:
                     now_held = held.get(key)
@@ -316,18 +386,20 @@ class Ledger:
 class LookedUp(Generic[T]):
     """The rows, each valid one with what the ledger holds for it, in order.
 
-    Rows are looked up a batch at a time: one query instead of hundreds. The batch grows
-    from one row, so the first request does not wait for a batch to fill. (A worker thread
-    fetching the next batch meanwhile was measured slower: SQLite takes and lets go of the
-    interpreter lock at every row it returns.) Without a ledger, rows pass one by one.
+    Rows are looked up a batch at a time, one query each, in the ledger's own thread, while
+    the next batch is read and mapped: one batch is always on its way. The batch grows from
+    one row, so the first request does not wait for a batch to fill. Without a ledger, rows
+    pass one by one.
     """
 
-    def __init__(self, items: Iterator[tuple[T, Request | RowError]], ledger: Ledger | None
-                 ) -> None:
+    def __init__(self, items: Iterator[tuple[T, Request | RowError]], ledger: Ledger | None,
+                 *, detail: bool = True) -> None:
         self._items = items
         self._ledger = ledger
+        self._detail = detail
         self._ready: deque[tuple[T, Request | RowError, Entry | None]] = deque()
         self._size = 1
+        self._looking: tuple[list[tuple[T, Request | RowError]], Future[Looked]] | None = None
 
     def __iter__(self) -> Self:
         return self
@@ -338,18 +410,30 @@ class LookedUp(Generic[T]):
         if self._ledger is None:
             item, result = next(self._items)
             return item, result, None
-        batch = list(islice(self._items, self._size))
-        if not batch:
-            raise StopIteration
-        found = self._ledger.lookup(sorted({r.key for _, r in batch if isinstance(r, Request)}))
+        if self._looking is None:
+            self._looking = self._look_up_next(self._ledger)
+            if self._looking is None:
+                raise StopIteration
+        batch, looking = self._looking
+        self._looking = self._look_up_next(self._ledger)
+        found = self._ledger.looked(looking.result())
         self._ready.extend((item, result, found.get(result.key)
                             if isinstance(result, Request) else None) for item, result in batch)
-        self._size = min(LOOKUP_BATCH, self._size * 2)
         return self._ready.popleft()
+
+    def _look_up_next(self, ledger: Ledger
+                      ) -> tuple[list[tuple[T, Request | RowError]], Future[Looked]] | None:
+        batch = list(islice(self._items, self._size))
+        if not batch:
+            return None
+        self._size = min(LOOKUP_BATCH, self._size * 2)
+        return batch, ledger.lookup_soon([r.key for _, r in batch if isinstance(r, Request)],
+                                         detail=self._detail)
 
     def ahead(self) -> list[T]:
         """Rows read for a batch and not handed out: unsent, when the run stops early."""
-        return [item for item, _, _ in self._ready]
+        return [item for item, _, _ in self._ready] + (
+            [item for item, _ in self._looking[0]] if self._looking is not None else [])
 
 
 def replay(db: sqlite3.Connection, run_id: int, folder: Path) -> None:

@@ -686,13 +686,13 @@ def test_look_ups_are_batched_and_the_batches_grow_from_one_row(tmp_path: Path) 
     ledger.expect(7, "k7@example.com", None)
     ledger.commit([(7, "sending", "")])
     sizes: list[int] = []
-    fetch = ledger._fetch
+    look_up = ledger.lookup_soon
 
-    def counting(keys: list[str]) -> Any:
+    def counting(keys: list[str], *, detail: bool = True) -> Any:
         sizes.append(len(keys))
-        return fetch(keys)
+        return look_up(keys, detail=detail)
 
-    ledger._fetch = counting  # type: ignore[method-assign]
+    ledger.lookup_soon = counting  # type: ignore[method-assign]
     items = iter([(i, _request(i)) for i in range(2000)])
     out = list(ledger_module.LookedUp(items, ledger))
     ledger.close()

@@ -18,7 +18,6 @@ from .duplicates import FirstRows
 from .errors import InputFileError, UsageError
 from .options import Matching, RunOptions
 from .reader import EXCEL_SUFFIXES, Record
-from .xlsx import column_letter
 
 # The column that carries the identifier for each matching mode.
 IDENTIFIER_COLUMN = {
@@ -209,7 +208,7 @@ class Mapper:
         self._content: list[tuple[int, str | None, tuple[str, ...]]] = []
         """Column, its key when not nested (the common case, set without a walk), path."""
         self._filter: list[tuple[int, str, str]] = []
-        claimed: dict[str, str] = {}
+        claimed: dict[str, tuple[int, str]] = {}
         self._used: dict[int, str] = {}
         """The columns that are sent, by index, with their labels for messages."""
         self._workbook = options.input.suffix.lower() in EXCEL_SUFFIXES
@@ -234,12 +233,15 @@ class Mapper:
             if role is None:
                 ignored.append(repr(header.strip()))
                 continue
-            lettered = f"column {column_letter(index)} {where.removeprefix('column ')}"
             if role in claimed:
+                # (The workbook reader's module, imported only here, costs a CSV's start.)
+                from .xlsx import column_letter  # noqa: PLC0415
+                first, first_where = claimed[role]
                 raise InputFileError(
-                    f"{claimed[role]} and {lettered} are both {role!r}; remove or rename one"
-                )
-            claimed[role] = lettered
+                    f"column {column_letter(first)} {first_where.removeprefix('column ')} and "
+                    f"column {column_letter(index)} {where.removeprefix('column ')} are both "
+                    f"{role!r}; remove or rename one")
+            claimed[role] = (index, where)
             self._used[index] = label
             if role == self.identifier_column:
                 identifier = (index, label)
@@ -344,6 +346,7 @@ class Mapper:
         return Request(row, identifier, data, dedup_key)
 
     def _extra_message(self, record: Record) -> str:
+        from .xlsx import column_letter  # noqa: PLC0415  (as in __init__: rarely needed)
         values = ", ".join(show(c, 30) for c in record.extra[:3])
         width = len(record.cells)
         if self._workbook:

@@ -7,9 +7,11 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Never, TextIO
+from typing import TYPE_CHECKING, Never, TextIO
 
-from tqdm import tqdm
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
 
 # The rate and the time left are judged over the last few seconds, so a pause (a burst of
 # 429s, a slow API) shows at once and a long run's early speed does not linger.
@@ -154,6 +156,7 @@ class ProgressBar:
 
     def __call__(self, event: ProgressEvent) -> None:
         if self._bar is None:
+            from tqdm import tqdm  # noqa: PLC0415  (only with a bar: -q or cron skips it)
             self._bar = tqdm(total=event.total, unit="row", file=self._stream,
                              dynamic_ncols=True, smoothing=0.1, mininterval=0.25)
         bar = self._bar

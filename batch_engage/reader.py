@@ -8,12 +8,14 @@ import io
 import re
 from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
-from typing import IO, NamedTuple, Protocol
+from typing import IO, TYPE_CHECKING, NamedTuple, Protocol
 
 from charset_normalizer import from_bytes
 
 from .errors import InputFileError
-from .xlsx import Row, Sheet, Workbook, WorkbookError
+
+if TYPE_CHECKING:
+    from .xlsx import Row, Sheet, Workbook
 
 TEXT_SUFFIXES = frozenset({".csv", ".tsv", ".txt"})
 EXCEL_SUFFIXES = frozenset({".xlsx", ".xlsm"})
@@ -510,6 +512,8 @@ def _is_encrypted(path: Path) -> bool:
 
 class ExcelTable:
     def __init__(self, path: Path, *, sheet: str | None) -> None:
+        # Imported here: a text file's run does not pay for the workbook reader.
+        from .xlsx import Workbook, WorkbookError  # noqa: PLC0415
         self.path = path
         problem = _not_a_workbook(path)
         if problem is not None:
@@ -582,6 +586,7 @@ class ExcelTable:
         return chosen
 
     def records(self) -> Iterator[Record]:
+        from .xlsx import WorkbookError  # noqa: PLC0415  (see __init__)
         width = len(self.headers)
         unguard = self._unguard
         offset = self._offset

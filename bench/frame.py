@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import summary
 from bench.common import DATA, measure
 
 MB = 2**20
@@ -144,6 +145,9 @@ def bench_frame(rows: int, stamp: str) -> None:
           f"then a dry run of the file: {rows / f['csv_seconds']:,.0f} rows/s, "
           f"{f['csv_growth'] / MB:.0f} MB more at its peak")
     print(f"  whole process: {done.seconds:.0f} s, peak RSS {done.peak_bytes / MB:.0f} MB")
+    summary.add(f"DataFrame dry run, {rows:,} rows: peak RSS less the RSS before the frame",
+                f"{(f['peak'] - f['before']) / MB:.0f} MB", f"the frame: {f['size'] / MB:.0f} "
+                "MB (memory_usage(deep=True))", f"{ratio:.2f}x", "under 1.5x", ratio < 1.5)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench import summary
 from bench.common import DATA, mock_process, put_section, run_cli, timed_run
 from bench.xlsx import machine_header
 
@@ -88,6 +89,9 @@ def bench_ledger(entries: int, dry_rows: int, send_rows: int, stamp: str) -> Non
            "| at most 1.10x |")
     print(f"  dry run of {dry_rows:,} rows, half of them in the ledger: {timed:.2f} s with it, "
           f"{base:.2f} s without: {timed / base:.2f}x (target: at most 1.10x)")
+    summary.add(f"dry run of {dry_rows:,} rows with a {entries:,}-entry ledger (best of "
+                f"{ROUNDS})", f"{timed:.2f} s", f"without a ledger: {base:.2f} s",
+                f"{timed / base:.2f}x", "at most 1.10x", timed / base <= 1.10)
 
     # Each send gets a copy of the ledger and rows nobody engaged yet, so every round
     # sends them all; the copy is made before the clock starts.
@@ -115,6 +119,10 @@ def bench_ledger(entries: int, dry_rows: int, send_rows: int, stamp: str) -> Non
     print(f"  send of {send_rows:,} rows, --rate 0 --concurrency 32: "
           f"{send_rows / timed:,.0f} rows/s with it, {send_rows / base:,.0f} without: "
           f"{base / timed:.0%} of the rate (target: at least 90%)")
+    summary.add(f"send of {send_rows:,} rows, --rate 0, with that ledger (best of {ROUNDS})",
+                f"{send_rows / timed:,.0f} rows/s", f"without a ledger: "
+                f"{send_rows / base:,.0f} rows/s", f"{base / timed:.0%}", "at least 90%",
+                base / timed >= 0.9)
     load = os.getloadavg()
     put_section(RESULTS, SECTION_TITLE, "\n".join([
         SECTION_TITLE, "",

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from bench import summary
 from bench.common import DATA, id_config, measure, put_section
 
 # Bump when the workbook's contents change, so cached files are remade.
@@ -632,6 +633,12 @@ def bench_xlsx(rows: int, max_rows: int, stamp: str) -> None:
             notes.append(f"{n:,} rows: pandas.read_excel takes "
                          f"{pandas.seconds / ours.seconds:.1f}x batch-engage's reader's time "
                          "(target: at least 5x on 100,000 rows)")
+        if cli.ok and cli.peak_bytes is not None and n == sizes[-1]:
+            summary.add(f"XLSX dry run, {n:,} rows x {len(HEADERS)} columns: peak RSS",
+                        f"{_mb(cli.peak_bytes)} MB", "pandas.read_excel: "
+                        + (f"{_mb(pandas.peak_bytes)} MB" if pandas.peak_bytes else "skipped"),
+                        f"{cli.peak_bytes / pandas.peak_bytes:.2f}x" if pandas.peak_bytes
+                        else "", "under 300 MB", cli.peak_bytes < 300 * 2**20)
         if cli.ok and cli.peak_bytes is not None:
             notes.append(f"{n:,} rows: the CLI dry run peaks at {_mb(cli.peak_bytes)} MB "
                          f"(target: under 300 MB on 1,048,576 rows with the header)")

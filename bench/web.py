@@ -12,8 +12,9 @@ would use the page (the key cookie taken once from ``/?key=...``):
   process of its own. Done with the data folder empty, and again at the end with the runs
   below in it (``/runs`` reads every run's files).
 - **Watching costs the run nothing**: a 20,000-row CSV is uploaded and checked, then sent
-  (``kind=full``, the Check page's send form) with ``serve --rate 0``, several times (a new
-  upload each time: a Send skips whom earlier runs of its upload engaged), alternately with
+  (``kind=full``, the Check page's send form) with ``serve --rate 0``, several times (each
+  for a workflow id of its own: the data folder's ledger skips whom an earlier run engaged
+  in the same workflow), alternately with
   no tab open and with three server-sent-event readers on ``/runs/<id>/events``, each
   reading its stream to the end as an EventSource does. ``summary.requests_per_second`` of
   each run, from ``/api/runs/<id>`` (polled every 250 ms, with or without tabs); best of
@@ -32,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import datetime as dt
+import itertools
 import json
 import math
 import os
@@ -215,10 +217,10 @@ async def upload(session: aiohttp.ClientSession, path: Path) -> tuple[str, str, 
     return where, html, time.perf_counter() - start
 
 
-async def check(session: aiohttp.ClientSession, upload_url: str, read_html: str
-                ) -> tuple[str, float]:
+async def check(session: aiohttp.ClientSession, upload_url: str, read_html: str,
+                workflow_id: str = WORKFLOW_ID) -> tuple[str, float]:
     """POST the mapping as the page guessed it; the result page and the seconds it took."""
-    form = {**mapping_form(read_html), "workflow_id": WORKFLOW_ID}
+    form = {**mapping_form(read_html), "workflow_id": workflow_id}
     start = time.perf_counter()
     async with session.post(f"{upload_url}/check", data=form) as answer:
         html = await _ok(answer, "check")
@@ -387,11 +389,14 @@ async def one_run(page: Page, session: aiohttp.ClientSession, send_url: str, row
                       serve_cpu, os.getloadavg()[0], latencies)
 
 
+_runs = itertools.count(1000)
+
+
 async def checked(session: aiohttp.ClientSession, path: Path, rows: int) -> str:
-    """Upload PATH afresh and check it; the address of its send form. A new upload for each
-    run: a Send skips whom the earlier runs of the same upload engaged."""
+    """Upload PATH and check it for a workflow of its own; the address of its send form.
+    (The data folder's ledger skips whom an earlier run engaged in the same workflow.)"""
     upload_url, read_html, _ = await upload(session, path)
-    html, _ = await check(session, upload_url, read_html)
+    html, _ = await check(session, upload_url, read_html, str(next(_runs)))
     if counts(html).get("valid") != rows or counts(html).get("engaged"):
         sys.exit(f"the check of {path.name} found {counts(html)}, not {rows:,} valid rows, "
                  "none engaged")

@@ -65,13 +65,25 @@ def test_a_hash_shared_by_every_key_never_makes_a_false_duplicate(tmp_path: Path
     assert index.file_reads >= 400 - 16
 
 
-def test_without_a_folder_the_file_is_a_temporary_one(tmp_path: Path) -> None:
+def test_without_a_folder_the_file_is_a_temporary_one(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     keys = keys_with_repeats(500, 4)
     index = FirstRows(None, memory_keys=20)
     try:
         assert first_rows(index, keys) == expected(keys)
+        assert list(tmp_path.iterdir()) == []  # SQLite's own, deleted as it was opened
     finally:
         index.close()
+
+
+def test_a_temporary_file_that_cannot_be_written_says_so(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    monkeypatch.setattr("batch_engage.duplicates.orjson.dumps", lambda _part: b"{not json")
+    index = FirstRows(None, memory_keys=1)
+    with pytest.raises(OSError, match="could not write its file in the temporary folder"):
+        first_rows(index, ["a", "b", "c"])
+    index.close()
 
 
 def test_a_file_left_by_a_killed_run_is_replaced(tmp_path: Path) -> None:

@@ -705,3 +705,23 @@ def test_look_ups_are_batched_and_the_batches_grow_from_one_row(tmp_path: Path) 
 
 def _request(i: int) -> Request:
     return Request(i + 2, f"k{i}@example.com", b"{}", f"k{i}@example.com")
+
+
+def test_an_entry_exactly_ledger_days_old_still_counts(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The window includes its edge, in a run's look-up and in a dry run's count alike."""
+    monkeypatch.setattr(ledger_module, "now", lambda: 1_000_000.0)
+    first = Ledger(tmp_path / "l.sqlite", workflow_id=1, kind="email", days=1,
+                   run=tmp_path / "a")
+    first.expect(2, "x@example.com", None)
+    first.commit([(2, "sending", "")])
+    first.commit([(2, "ok", "")])
+    first.close()
+    monkeypatch.setattr(ledger_module, "now", lambda: 1_000_000.0 + 86_400)
+    later = Ledger(tmp_path / "l.sqlite", workflow_id=1, kind="email", days=1, run=None)
+    try:
+        assert later.lookup(["x@example.com"])["x@example.com"].counts
+        counted = later.looked(later.lookup_soon(["x@example.com"], detail=False).result())
+        assert counted == {"x@example.com": ledger_module.COUNTED}
+    finally:
+        later.close()

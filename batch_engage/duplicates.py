@@ -168,8 +168,8 @@ class FirstRows:
             if self._writer is not None:
                 self._writer.join()
             self._db.close()
-            if self._path is not None:
-                with suppress(OSError):
-                    self._path.unlink()
+        if self._path is not None:  # this run's, or one a killed run left (a resume)
+            with suppress(OSError):
+                self._path.unlink()
         self._db, self._writer, self._failure = None, None, None
         self._recent, self._writing, self._bits = {}, {}, bytearray()

@@ -95,6 +95,15 @@ def test_a_file_left_by_a_killed_run_is_replaced(tmp_path: Path) -> None:
         index.close()
 
 
+def test_a_file_left_by_a_killed_run_goes_at_the_end_even_without_a_write(
+        tmp_path: Path) -> None:
+    (tmp_path / SPILL_NAME).write_bytes(b"a killed run's")
+    index = FirstRows(tmp_path, memory_keys=10)
+    assert first_rows(index, ["a", "b", "a"]) == [2, 3, 2]
+    index.close()
+    assert not (tmp_path / SPILL_NAME).exists()
+
+
 def test_a_write_that_fails_keeps_the_answers_right_then_stops_the_run(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("batch_engage.duplicates.orjson.dumps", lambda _part: b"{not json")

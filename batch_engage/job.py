@@ -57,7 +57,14 @@ SUMMARY_EVERY_SECONDS = 2.0
 
 
 def default_out(input_path: Path, now: datetime) -> Path:
-    return Path("runs") / f"{input_path.stem}-{now.strftime('%Y%m%dT%H%M%SZ')}"
+    """``runs/<stem>-<UTC time>``, or with ``-2``, ``-3``... when a run of the same file
+    started in the same second already has that folder (a script's second run)."""
+    base = Path("runs") / f"{input_path.stem}-{now.strftime('%Y%m%dT%H%M%SZ')}"
+    folder, n = base, 1
+    while folder.exists():
+        n += 1
+        folder = base.with_name(f"{base.name}-{n}")
+    return folder
 
 
 @contextmanager

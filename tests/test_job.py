@@ -435,6 +435,19 @@ def test_the_run_folder_defaults_to_one_per_file_and_start_time_under_runs(
     assert (folder / "requests.jsonl").exists()
 
 
+def test_two_runs_of_one_file_in_the_same_second_get_folders_of_their_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    first = default_out(Path("in.csv"), at)
+    first.mkdir(parents=True)
+    second = default_out(Path("in.csv"), at)
+    assert second == Path("runs/in-20260102T030405Z-2")
+    second.mkdir()
+    assert default_out(Path("in.csv"), at) == Path("runs/in-20260102T030405Z-3")
+
+
 HIDDEN_BOOK = Path(__file__).parent / "golden" / "workbooks" / "hidden_by_hand.xlsx"
 
 

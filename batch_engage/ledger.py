@@ -163,8 +163,13 @@ def _fetch(db: sqlite3.Connection, workflow_id: int, kind: str, keys: list[str]
         "printf('%!.17g', at))) FROM entries WHERE workflow_id = ? AND kind = ? "
         "AND identifier IN (SELECT value FROM json_each(?))",
         (workflow_id, kind, orjson.dumps(keys).decode())).fetchone()
+    return _found(found)
+
+
+def _found(text: str) -> list[Found]:
+    """Entries from the JSON text of ``json_array(identifier, state, run, row, at)``s."""
     return [(identifier, state, run, row, float(at))
-            for identifier, state, run, row, at in orjson.loads(found)]
+            for identifier, state, run, row, at in orjson.loads(text)]
 
 
 def _count(db: sqlite3.Connection, workflow_id: int, kind: str, keys: list[str],
@@ -177,8 +182,7 @@ def _count(db: sqlite3.Connection, workflow_id: int, kind: str, keys: list[str],
         "FILTER (WHERE state != 'ok') FROM entries WHERE workflow_id = ? AND kind = ? "
         "AND at >= ? AND identifier IN (SELECT value FROM json_each(?))",
         (workflow_id, kind, cutoff, orjson.dumps(keys).decode())).fetchone()
-    return orjson.loads(counted), [(identifier, state, run, row, float(at))
-                                   for identifier, state, run, row, at in orjson.loads(sending)]
+    return orjson.loads(counted), _found(sending)
 
 
 def _not_a_ledger(path: Path, error: Exception) -> UsageError:
@@ -264,7 +268,7 @@ class Ledger:
 
     def lookup(self, keys: list[str]) -> dict[str, Entry]:
         """The entries for ``keys``; those older than ``--ledger-days`` say they do not count."""
-        return self.entries(_fetch(self._db, self.workflow_id, self.kind, keys))
+        return self.looked(self.lookup_soon(keys).result())
 
     def lookup_soon(self, keys: list[str], *, detail: bool = True) -> Future[Looked]:
         """``lookup`` in another thread; ``looked`` makes its entries. SQLite lets go of

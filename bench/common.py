@@ -100,6 +100,16 @@ def timed_run(data: Path, url: str, token: str, out: Path, *, concurrency: int,
     return seconds
 
 
+def git_head() -> str:
+    """The commit the measured sources are at (short hash), or ``unknown``."""
+    try:
+        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=DATA.parent.parent,
+                              capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return done.stdout.strip()
+
+
 def put_section(path: Path, title: str, section: str, header: str) -> None:
     """Put SECTION (starting with its TITLE line) in the results file, replacing the one
     already there; a new file starts with HEADER (the machine's description)."""

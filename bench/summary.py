@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.common import DATA, put_section
+from bench.common import DATA, git_head, put_section
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 TITLE = "## Summary"
@@ -49,14 +48,6 @@ def add(measure: str, figure: str, baseline: str, ratio: str, target: str,  # no
                           baseline, ratio, target, met))
 
 
-def _head() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "?"
-
-
 def write(sections: list[str], order: tuple[str, ...]) -> None:
     if not FIGURES:
         return
@@ -73,7 +64,7 @@ def write(sections: list[str], order: tuple[str, ...]) -> None:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     text = "\n".join([
         TITLE, "",
-        f"Last written {time.strftime('%Y-%m-%d %H:%M')} (local time), git {_head()}, by "
+        f"Last written {time.strftime('%Y-%m-%d %H:%M')} (local time), git {git_head()}, by "
         f"the sections {', '.join(sections)}; load average at the end {load} on "
         f"{os.cpu_count()} CPUs ({platform.machine()}, Python {platform.python_version()}; "
         "the machine is described at the top of this file). One run of each figure unless "

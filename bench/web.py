@@ -53,8 +53,8 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import DATA, put_section, run_cli
-from bench.xlsx import _git_head, machine_header, source_digest
+from bench.common import DATA, git_head, put_section, run_cli
+from bench.xlsx import machine_header, source_digest
 
 # The page's forms are read as the endpoint tests read them: one parser for both.
 from tests.test_web import counts, mapping_form
@@ -575,7 +575,7 @@ def bench_web(check_rows: int, send_rows: int, rounds: int, concurrency: int,
                 "duplicate": cli_outcomes.get("duplicate", 0)}
     notes = [
         f"batch_engage sources measured (sha256 of batch_engage/*.py, first 12): {before}; "
-        f"git HEAD {_git_head()}"
+        f"git HEAD {git_head()}"
         + (f"; CHANGED WHILE IT RAN (now {after})" if after != before else ""),
         f"the Check showed {', '.join(f'{k} {v:,}' for k, v in shown.items())}"
         + ("" if all(shown.get(k) == v for k, v in expected.items()) else

@@ -23,7 +23,6 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ from importlib import metadata
 from pathlib import Path
 
 from bench import summary
-from bench.common import DATA, id_config, measure, put_section
+from bench.common import DATA, git_head, id_config, measure, put_section
 
 # Bump when the workbook's contents change, so cached files are remade.
 GENERATOR_VERSION = 1
@@ -405,15 +404,6 @@ def source_digest() -> str:
     return digest.hexdigest()[:12]
 
 
-def _git_head() -> str:
-    try:
-        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=SOURCES.parent,
-                              capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return done.stdout.strip()
-
-
 @dataclass
 class Row:
     kind: str
@@ -623,7 +613,7 @@ def bench_xlsx(rows: int, max_rows: int, stamp: str) -> None:
     notes = []
     sources = list(dict.fromkeys(r.source for r in table if r.source))  # in run order
     notes.append(f"batch_engage sources measured (sha256 of batch_engage/*.py, first 12): "
-                 f"{', '.join(sources) or 'none'}; git HEAD {_git_head()}"
+                 f"{', '.join(sources) or 'none'}; git HEAD {git_head()}"
                  + ("; THE BATCH-ENGAGE ROWS MIX SOURCE VERSIONS" if len(sources) > 1 else ""))
     sampled = False
     for n in sizes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import os
 import secrets
 import shlex
@@ -496,6 +497,14 @@ def resume_command(options: RunOptions, token_file: Path | None, config: Path | 
 
 
 def main() -> None:
+    # A run keeps rows on their way (ledger look-ups, the sending window), and with them
+    # alive the collector ran 3,600 times in a 1,000,000-row dry run with a ledger, its full
+    # passes walking every imported module's objects: 0.7 s. Those objects live as long as
+    # the process, so they are set aside, and a young generation of 10,000 objects holds a
+    # run's rows in flight without a collection. The process is the command's own; the
+    # library leaves its caller's collector alone.
+    gc.freeze()
+    gc.set_threshold(10_000)
     cli()
 
 

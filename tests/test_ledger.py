@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -701,6 +701,30 @@ def test_look_ups_are_batched_and_the_batches_grow_from_one_row(tmp_path: Path) 
     assert sizes[:4] == [1, 2, 4, 8]
     assert max(sizes) == ledger_module.LOOKUP_BATCH
     assert sum(sizes) == 2000
+
+
+def test_look_ups_run_a_batch_ahead_and_every_row_read_is_handed_out_or_ahead(
+    tmp_path: Path
+) -> None:
+    """The next batch is on its way while one is handed out (the looking thread has time to
+    win the interpreter lock back), and a run that stops counts every row read and not
+    handed out as unsent."""
+    ledger = Ledger(tmp_path / "l.sqlite", workflow_id=1, kind="email", days=None,
+                    run=tmp_path / "a")
+    read: list[int] = []
+
+    def source() -> Iterator[tuple[int, Request]]:
+        for i in range(100):
+            read.append(i)
+            yield i, _request(i)
+
+    rows = ledger_module.LookedUp(source(), ledger)
+    handed = [next(rows)[0] for _ in range(5)]
+    ahead = rows.ahead()
+    ledger.close()
+    assert handed == [0, 1, 2, 3, 4]
+    assert len(read) == 15  # batches of 1, 2, 4 handed out or ready, and 8 on its way
+    assert handed + ahead == read
 
 
 def _request(i: int) -> Request:

@@ -18,17 +18,15 @@ from datetime import UTC, datetime
 from importlib.resources import as_file, files
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import click
-import phonenumbers
 from click.core import ParameterSource
 
 from . import __version__
 from . import ledger as ledger_file
 from .errors import BatchEngageError
-from .guesser import Guess, Sample, find_attach_dir, guess_columns, read_sample
 from .job import run as run_job
 from .journal import stored_options
 from .mock_server import (
@@ -43,6 +41,9 @@ from .options import ConfigFile, Matching, RunOptions, Secret, load_config, toml
 from .reader import DELIMITER_NAMES
 from .reporter import Summary
 from .status import ExitStatus
+
+if TYPE_CHECKING:  # the guesser (and phonenumbers) only for init-config
+    from .guesser import Guess, Sample
 
 F = TypeVar("F", bound=Callable[..., Any])
 TOKEN_ENV = "BATCH_ENGAGE_TOKEN"
@@ -121,6 +122,8 @@ def _parse_region(
 ) -> str | None:
     if value is None:
         return None
+    import phonenumbers  # noqa: PLC0415  (as in the mapper: only where phones are)
+
     region = value.strip().upper()
     if region not in phonenumbers.SUPPORTED_REGIONS:
         raise click.BadParameter(
@@ -791,6 +794,8 @@ def init_config(input_path: Path, *, output: Path | None, force: bool, verbose: 
         if output.exists() and not force:
             raise CliError(f"{output} already exists; pass --force to overwrite it, or "
                            "choose another file with -o")
+        from .guesser import find_attach_dir, guess_columns, read_sample  # noqa: PLC0415
+
         sample = read_sample(input_path, encoding=encoding, delimiter=delimiter, sheet=sheet)
         guess = guess_columns(sample.headers, sample.rows)
         attach_dir = None

@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Generator, Iterator
 from contextlib import AsyncExitStack, ExitStack, closing, contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from itertools import chain
 from pathlib import Path
 from types import TracebackType
@@ -375,7 +376,9 @@ async def _send(
     assert options.api_url is not None
     if options.resume:  # before the file is judged by options the run may not have had
         check_options(stored_options(job.out), options.fixed())
-    fingerprint = await asyncio.to_thread(_fingerprint, table)
+    # In a thread of its own: hashlib lets go of the interpreter lock, and a new run sends
+    # while a large file is hashed (60 ms a million rows), only a resume compares the hash.
+    hashing = asyncio.ensure_future(asyncio.to_thread(_fingerprint, table))
     mapper = Mapper(table.headers, options, options.token.reveal(), job.warn,
                     spill_folder=job.out)
     records = table.records()
@@ -391,12 +394,16 @@ async def _send(
         stack.callback(journal.close)
         known: _Known | None = None
         if options.resume:
-            journal.check_resume(fingerprint, options.fixed(), options.input.name)
+            journal.check_resume(await hashing, options.fixed(), options.input.name)
             known = _Known(journal.states())
             stack.callback(known.close)
             summary.started_at = journal.meta("started_at")  # reports read as one run
+        elif isinstance(table, TextTable | ExcelTable):
+            journal.begin(Fingerprint.stat(table.path), options.fixed(), summary.started_at)
+            hashing.add_done_callback(partial(_store_hash, journal))
+            stack.push_async_callback(_hashed, journal, hashing)  # before the journal closes
         else:
-            journal.begin(fingerprint, options.fixed(), summary.started_at)
+            journal.begin(await hashing, options.fixed(), summary.started_at)
         failed = stack.enter_context(FailedReport(job.out / "failed.csv", table.headers))
         skipped = stack.enter_context(SkippedReport(job.out / "skipped.csv", table.headers))
         success = stack.enter_context(SuccessReport(
@@ -562,6 +569,21 @@ def _open(options: RunOptions, frame: pd.DataFrame | None) -> Table:
         return open_frame(frame, options)
     return open_table(options.input, encoding=options.encoding, delimiter=options.delimiter,
                       sheet=options.sheet)
+
+
+def _store_hash(journal: Journal, hashing: asyncio.Future[Fingerprint]) -> None:
+    if not hashing.cancelled() and hashing.exception() is None:
+        _hash_of(journal, hashing.result())
+
+
+async def _hashed(journal: Journal, hashing: asyncio.Future[Fingerprint]) -> None:
+    """The hash, in the journal whatever the run's end; reading the file may have failed."""
+    _hash_of(journal, await hashing)
+
+
+def _hash_of(journal: Journal, fingerprint: Fingerprint) -> None:
+    assert fingerprint.sha256 is not None
+    journal.hashed(fingerprint.sha256)
 
 
 def _fingerprint(table: Table) -> Fingerprint:

@@ -77,18 +77,26 @@ class RowState:
 
 @dataclass(frozen=True)
 class Fingerprint:
-    """What makes an input file the same file: its size and a SHA-256 of its bytes."""
+    """What makes an input the same input: its size and a SHA-256 of its bytes; for a file,
+    its modification time too. ``sha256`` is ``None`` in a file's ``stat``, known at once."""
 
     size: int
-    sha256: str
+    sha256: str | None
+    mtime_ns: int | None = None
 
     @classmethod
     def of(cls, path: Path) -> Fingerprint:
+        found = cls.stat(path)
         digest = hashlib.sha256()
         with path.open("rb") as f:
             while chunk := f.read(1 << 20):
                 digest.update(chunk)
-        return cls(path.stat().st_size, digest.hexdigest())
+        return cls(found.size, digest.hexdigest(), found.mtime_ns)
+
+    @classmethod
+    def stat(cls, path: Path) -> Fingerprint:
+        found = path.stat()
+        return cls(found.st_size, None, found.st_mtime_ns)
 
 
 class RunLock:
@@ -257,24 +265,38 @@ class Journal:
                          (key, json.dumps(value, ensure_ascii=False)))
 
     def begin(self, fingerprint: Fingerprint, fixed: dict[str, Any], started_at: str) -> None:
-        """A new run: what it reads and how, for ``--resume`` to hold it to."""
+        """A new run: what it reads and how, for ``--resume`` to hold it to. A file's hash may
+        come later (``hashed``): a large file's first requests do not wait for it."""
         self.set_meta("version", SCHEMA_VERSION)
         self.set_meta("started_at", started_at)
         self.set_meta("input_size", fingerprint.size)
-        self.set_meta("input_sha256", fingerprint.sha256)
+        self.set_meta("input_mtime_ns", fingerprint.mtime_ns)
+        if fingerprint.sha256 is not None:
+            self.hashed(fingerprint.sha256)
         self.set_meta("options", fixed)
         self.set_meta("requests_sent", 0)
         self.set_meta("retries", {})
         self.set_meta("retries_unanswered", 0)
 
+    def hashed(self, sha256: str) -> None:
+        """The input's hash, once read; durable with the next commit."""
+        self.set_meta("input_sha256", sha256)
+
     def check_resume(self, fingerprint: Fingerprint, fixed: dict[str, Any], input_name: str
                      ) -> None:
-        """Refuse a resume that would not continue the same run."""
+        """Refuse a resume that would not continue the same run. A run killed before its
+        file was hashed (its first moments, on a large file) is held to the file's size and
+        modification time instead."""
         if self.meta("version") != SCHEMA_VERSION:
             raise UsageError(f"{self.path} was written by another version of batch-engage; "
                              "finish that run with the version that started it")
-        if (self.meta("input_size"), self.meta("input_sha256")) != (
-                fingerprint.size, fingerprint.sha256):
+        stored = self.meta("input_sha256")
+        if stored is not None:
+            same = stored == fingerprint.sha256
+        else:
+            mtime_ns = self.meta("input_mtime_ns")
+            same = mtime_ns is not None and mtime_ns == fingerprint.mtime_ns
+        if not same or self.meta("input_size") != fingerprint.size:
             raise UsageError(
                 f"{input_name} is not the file this run started with (its size or content "
                 "changed); resume with the original file, or start a new run with a new --out "

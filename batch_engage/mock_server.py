@@ -26,11 +26,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any
 
 from .sender import ENDPOINT
+
+# aiohttp.web takes 14 ms to import: each function that serves imports it, so the CLI
+# (which takes DEFAULT_TOKEN from here) starts a run without it.
+if TYPE_CHECKING:
+    from aiohttp import web
 
 DEFAULT_TOKEN = "mock-token"
 UNKNOWN_PROFILE_ERROR = 440
@@ -176,6 +179,8 @@ def _check_body(body: dict[str, Any]) -> None:
 
 
 def _answer(error: int, text: str, status: int = 200, **headers: str) -> web.Response:
+    from aiohttp import web  # noqa: PLC0415  (see the top)
+
     return web.json_response(
         {"data": None, "error": error, "error_text": text}, status=status, headers=headers)
 
@@ -184,6 +189,8 @@ class MockServer:
     """The aiohttp application and the state behind it; ``stats`` is what it saw."""
 
     def __init__(self, config: MockConfig | None = None, script: Script | None = None) -> None:
+        from aiohttp import web  # noqa: PLC0415  (see the top)
+
         self.config = config or MockConfig()
         self.script = script
         self.on_accept: Callable[[dict[str, Any]], None] | None = None
@@ -216,9 +223,13 @@ class MockServer:
         return False
 
     async def _stats(self, _request: web.Request) -> web.Response:
+        from aiohttp import web  # noqa: PLC0415  (see the top)
+
         return web.json_response(self.stats.to_json())
 
     async def _start_workflow(self, request: web.Request) -> web.StreamResponse:
+        from aiohttp import web  # noqa: PLC0415  (see the top)
+
         now = time.monotonic()
         stats, config = self.stats, self.config
         stats.received += 1
@@ -297,6 +308,8 @@ class MockServer:
     @staticmethod
     async def _cut_off(request: web.Request) -> None:
         """Start a full answer, send half of its body, then break the connection."""
+        from aiohttp import web  # noqa: PLC0415  (see the top)
+
         body = json.dumps({"data": None, "error": 0, "error_text": "Successful operation"})
         response = web.StreamResponse(status=200, headers={
             "Content-Type": "application/json", "Content-Length": str(len(body))})
@@ -308,6 +321,8 @@ class MockServer:
 
     async def outage(self, seconds: float) -> None:
         """Go away: refuse new connections and drop open ones, then come back."""
+        from aiohttp import web  # noqa: PLC0415  (see the top)
+
         assert self._site is not None
         assert self._runner is not None
         self._down_until = time.monotonic() + seconds
@@ -320,6 +335,8 @@ class MockServer:
                     tls: ssl.SSLContext | None = None) -> tuple[web.AppRunner, str]:
         """Listen on ``host:port`` (0: any free port), over TLS when given a context;
         return the runner and the base URL."""
+        from aiohttp import web  # noqa: PLC0415  (see the top)
+
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, host, port, ssl_context=tls)

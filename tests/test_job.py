@@ -7,12 +7,14 @@ one request in flight at a time and no rate limit unless a test says otherwise, 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import re
 import signal
 import sqlite3
 import sys
+import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from contextlib import closing
@@ -36,7 +38,7 @@ from batch_engage import (
 )
 from batch_engage import job as job_module
 from batch_engage.job import default_out
-from batch_engage.journal import JOURNAL_NAME
+from batch_engage.journal import JOURNAL_NAME, Fingerprint
 from batch_engage.sender import REFUSAL_ERRORS, Answer, RetryPolicy, Unanswered
 
 from .conftest import read_csv, read_requests, read_summary, write_csv
@@ -731,6 +733,40 @@ def test_resume_refuses_an_input_file_edited_since_the_run_started(tmp_path: Pat
     emails(tmp_path, "b@example.com")  # same size, other bytes
     with pytest.raises(UsageError, match=r"^in\.csv is not the file this run started with"):
         run(sending(data, out, resume=True), transport=must_not_send)
+
+
+def test_a_new_run_sends_while_its_file_is_hashed_and_keeps_the_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first request does not wait for a large file's hash, which only a resume needs;
+    the hash is in the journal by the end all the same."""
+    data, out = emails(tmp_path, "a@example.com", "b@example.com"), tmp_path / "out"
+    first_sent = threading.Event()
+    hash_of = Fingerprint.of
+
+    def hashed_after_the_first_request(cls: type[Fingerprint], path: Path) -> Fingerprint:
+        assert first_sent.wait(10), "the run waited for the hash before sending"
+        return hash_of(path)
+
+    def stored() -> Any:
+        with closing(sqlite3.connect(out / JOURNAL_NAME)) as db:
+            found = db.execute("SELECT value FROM meta WHERE key = 'input_sha256'").fetchone()
+        return None if found is None else json.loads(found[0])
+
+    async def transport(body: bytes) -> Answer:
+        if first_sent.is_set():  # the second row: a kill now would find the hash on disk
+            for _ in range(500):
+                if stored() is not None:
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("the hash was not stored once known")
+        first_sent.set()
+        return OK
+
+    monkeypatch.setattr(Fingerprint, "of", classmethod(hashed_after_the_first_request))
+    assert run(sending(data, out), transport=transport).outcomes == Counter({"ok": 2})
+    assert stored() == hashlib.sha256(data.read_bytes()).hexdigest()
 
 
 # --- what the web page needs from a run: a stop handle, a row limit, earlier runs, async ----

@@ -63,23 +63,27 @@ def ok(row: int, identifier: str) -> RowState:
     return RowState(row, "ok", identifier, 1, 200, "", "fine", "2026-01-02T03:04:06.000+00:00")
 
 
-def test_fingerprint_is_the_files_size_and_sha256(tmp_path: Path) -> None:
+def test_fingerprint_is_the_files_size_sha256_and_modification_time(tmp_path: Path) -> None:
     # Larger than the 1 MiB the file is read in, so that every chunk counts.
     data = bytes(range(256)) * 10_000
     (tmp_path / "big.csv").write_bytes(data)
+    os.utime(tmp_path / "big.csv", ns=(1, 1_700_000_000_123_456_789))
     assert Fingerprint.of(tmp_path / "big.csv") == Fingerprint(
-        len(data), hashlib.sha256(data).hexdigest())
+        len(data), hashlib.sha256(data).hexdigest(), 1_700_000_000_123_456_789)
+    assert Fingerprint.stat(tmp_path / "big.csv") == Fingerprint(
+        len(data), None, 1_700_000_000_123_456_789)
 
 
 def test_a_new_run_stores_what_it_reads_and_how_with_zero_totals(tmp_path: Path) -> None:
     path, fingerprint = begun(tmp_path)
     with journal_in(tmp_path) as journal:
         stored = {key: journal.meta(key) for key in (
-            "version", "started_at", "input_size", "input_sha256", "options", "requests_sent",
-            "retries", "retries_unanswered")}
+            "version", "started_at", "input_size", "input_sha256", "input_mtime_ns", "options",
+            "requests_sent", "retries", "retries_unanswered")}
     assert stored == {
         "version": SCHEMA_VERSION, "started_at": "2026-01-02T03:04:05+00:00",
-        "input_size": fingerprint.size, "input_sha256": fingerprint.sha256, "options": FIXED,
+        "input_size": fingerprint.size, "input_sha256": fingerprint.sha256,
+        "input_mtime_ns": fingerprint.mtime_ns, "options": FIXED,
         "requests_sent": 0, "retries": {}, "retries_unanswered": 0,
     }
     assert stored_options(tmp_path) == FIXED
@@ -126,6 +130,45 @@ def test_resume_refuses_a_file_that_is_not_the_one_the_run_started_with(
         "клиенты.csv is not the file this run started with (its size or content changed); "
         "resume with the original file, or start a new run with a new --out (rows already "
         "sent would then be sent again)"), why
+
+
+def _begun_before_the_hash(tmp_path: Path) -> None:
+    """A run folder as a kill leaves it before the input's hash was stored."""
+    (tmp_path / "in.csv").write_bytes(b"email\na@example.com\n")
+    with journal_in(tmp_path) as journal:
+        journal.begin(Fingerprint.stat(tmp_path / "in.csv"), FIXED, "2026-01-02T03:04:05+00:00")
+        assert journal.meta("input_sha256") is None
+
+
+def test_the_hash_stored_later_is_what_a_resume_compares(tmp_path: Path) -> None:
+    _begun_before_the_hash(tmp_path)
+    with journal_in(tmp_path) as journal:
+        journal.hashed(Fingerprint.of(tmp_path / "in.csv").sha256 or "")
+    (tmp_path / "in.csv").write_bytes(b"email\nb@example.com\n")  # same size
+    os.utime(tmp_path / "in.csv", ns=(1, 1))
+    with journal_in(tmp_path) as journal, pytest.raises(UsageError, match="is not the file"):
+        journal.check_resume(Fingerprint.of(tmp_path / "in.csv"), FIXED, "in.csv")
+
+
+def test_a_run_killed_before_its_hash_resumes_on_the_same_size_and_modification_time(
+    tmp_path: Path
+) -> None:
+    _begun_before_the_hash(tmp_path)
+    with journal_in(tmp_path) as journal:
+        journal.check_resume(Fingerprint.of(tmp_path / "in.csv"), FIXED, "in.csv")
+    stored = os.stat(tmp_path / "in.csv").st_mtime_ns
+    (tmp_path / "in.csv").write_bytes(b"email\nb@example.com\n")  # same size, other bytes
+    os.utime(tmp_path / "in.csv", ns=(stored, stored + 1))
+    with journal_in(tmp_path) as journal, pytest.raises(UsageError, match="is not the file"):
+        journal.check_resume(Fingerprint.of(tmp_path / "in.csv"), FIXED, "in.csv")
+
+
+def test_a_journal_with_neither_hash_nor_modification_time_is_refused(tmp_path: Path) -> None:
+    """A DataFrame's run stores its hash before anything is sent; without either, refuse."""
+    with journal_in(tmp_path) as journal:
+        journal.begin(Fingerprint(10, None), FIXED, "2026-01-02T03:04:05+00:00")
+        with pytest.raises(UsageError, match="is not the file"):
+            journal.check_resume(Fingerprint(10, "0" * 64), FIXED, "in.csv")
 
 
 @pytest.mark.parametrize("version", ["0", None])

@@ -395,9 +395,9 @@ class LookedUp(Generic[T]):
     """The rows, each valid one with what the ledger holds for it, in order.
 
     Rows are looked up a batch at a time, one query each, in the ledger's own thread, while
-    the next batches are read and mapped: ``LOOKUPS_AHEAD`` are on their way. The batch grows from
-    one row, so the first request does not wait for a batch to fill. Without a ledger, rows
-    pass one by one.
+    the next batches are read and mapped: ``LOOKUPS_AHEAD`` are on their way. The batch
+    grows from one row, so the first request does not wait for a batch to fill. Without a
+    ledger, rows pass one by one.
     """
 
     def __init__(self, items: Iterator[tuple[T, Request | RowError]], ledger: Ledger | None,
@@ -442,8 +442,8 @@ class LookedUp(Generic[T]):
 
     def ahead(self) -> list[T]:
         """Rows read for a batch and not handed out: unsent, when the run stops early."""
-        return [item for item, _, _ in self._ready] + (
-            [item for batch, _ in self._looking for item, _ in batch])
+        return [item for item, _, _ in self._ready] + [
+            item for batch, _ in self._looking for item, _ in batch]
 
 
 def replay(db: sqlite3.Connection, run_id: int, folder: Path) -> None:

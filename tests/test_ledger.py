@@ -331,6 +331,25 @@ def test_the_next_night_asks_the_killed_runs_journal_what_became_of_each_row(
     assert sorted(resent) == ["sending@example.com", "uncertain@example.com"]
 
 
+def test_a_dry_run_asks_the_killed_runs_journal_too(tmp_path: Path) -> None:
+    """Check's counts after a kill match what the next night will do: the journal's word on
+    each row that was on its way, listed in the dry run's reports as that night would."""
+    data, ledger = _killed_run(tmp_path, {
+        "sending@example.com": "sending",
+        "ok@example.com": "ok",
+        "failed@example.com": "api",
+        "plain@example.com": "gone",
+    })
+    summary = run(RunOptions(input=data, workflow_id=1, dry_run=True, out=tmp_path / "dry",
+                             ledger=ledger))
+    assert summary.outcomes == Counter({"valid": 2, "uncertain": 1})
+    assert summary.skipped == Counter({"already_engaged": 1})
+    assert [r["body"]["email"] for r in read_requests(tmp_path / "dry")] == [
+        "failed@example.com", "plain@example.com"]
+    assert [r["email"] for r in read_csv(tmp_path / "dry" / "failed.csv")] == [
+        "sending@example.com"]
+
+
 def test_an_engagement_stays_one_when_its_run_folder_is_gone(tmp_path: Path) -> None:
     """An ``ok`` entry is the ledger's own word: the run's journal is not asked, nor needed
     (run folders get cleaned up; the ledger is what lasts)."""

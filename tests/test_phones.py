@@ -67,6 +67,7 @@ def test_a_number_written_in_e164_is_judged_without_parse(
     monkeypatch.setattr(phonenumbers, "parse", no_parse)
     assert e164("+79001234567", None) == "+79001234567"
     assert e164("+4915123456789", "RU") == "+4915123456789"
+    assert e164("+380501234567", None) == "+380501234567"  # a code of three digits
 
 
 @pytest.mark.parametrize(("raw", "region", "expected"), [

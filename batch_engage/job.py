@@ -572,18 +572,14 @@ def _open(options: RunOptions, frame: pd.DataFrame | None) -> Table:
 
 
 def _store_hash(journal: Journal, hashing: asyncio.Future[Fingerprint]) -> None:
+    """The hash as soon as it is known: a kill after that resumes on the hash."""
     if not hashing.cancelled() and hashing.exception() is None:
-        _hash_of(journal, hashing.result())
+        journal.hashed(hashing.result())
 
 
 async def _hashed(journal: Journal, hashing: asyncio.Future[Fingerprint]) -> None:
     """The hash, in the journal whatever the run's end; reading the file may have failed."""
-    _hash_of(journal, await hashing)
-
-
-def _hash_of(journal: Journal, fingerprint: Fingerprint) -> None:
-    assert fingerprint.sha256 is not None
-    journal.hashed(fingerprint.sha256)
+    journal.hashed(await hashing)
 
 
 def _fingerprint(table: Table) -> Fingerprint:

@@ -272,15 +272,16 @@ class Journal:
         self.set_meta("input_size", fingerprint.size)
         self.set_meta("input_mtime_ns", fingerprint.mtime_ns)
         if fingerprint.sha256 is not None:
-            self.hashed(fingerprint.sha256)
+            self.hashed(fingerprint)
         self.set_meta("options", fixed)
         self.set_meta("requests_sent", 0)
         self.set_meta("retries", {})
         self.set_meta("retries_unanswered", 0)
 
-    def hashed(self, sha256: str) -> None:
+    def hashed(self, fingerprint: Fingerprint) -> None:
         """The input's hash, once read; durable with the next commit."""
-        self.set_meta("input_sha256", sha256)
+        assert fingerprint.sha256 is not None
+        self.set_meta("input_sha256", fingerprint.sha256)
 
     def check_resume(self, fingerprint: Fingerprint, fixed: dict[str, Any], input_name: str
                      ) -> None:

@@ -195,6 +195,10 @@ class Mapper:
         self.identifier_column = IDENTIFIER_COLUMN[options.matching]
         self._token = token
         self._phone_region = options.phone_region.upper() if options.phone_region else None
+        if self.matching is Matching.PHONE:  # phonenumbers takes 13 ms to import
+            from .phones import e164  # noqa: PLC0415
+
+            self._e164 = e164
         self._seen = None if options.allow_duplicates else FirstRows(spill_folder)
         attach_dir = options.attach_dir or options.input.parent
         self._folder = AttachmentFolder(attach_dir)
@@ -463,9 +467,7 @@ class Mapper:
         return text, json.dumps(value, sort_keys=True, ensure_ascii=False)
 
     def _phone(self, raw: str, column: str) -> str:
-        from .phones import e164  # noqa: PLC0415  (phonenumbers: 13 ms, for phone runs only)
-
-        phone = e164(raw, self._phone_region)
+        phone = self._e164(raw, self._phone_region)
         if phone is None:
             fix = ("write it with the country code, e.g. +79001234567"
                    + ("" if self._phone_region else ", or pass --phone-region RU"))

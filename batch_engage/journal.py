@@ -10,10 +10,11 @@ only rows whose fate is unknown.
 Each commit is durable before anyone waiting on it goes on, against power loss too: SQLite
 writes the commit to the WAL file (``synchronous=NORMAL``), then ``fdatasync`` puts that file
 on disk, as ``synchronous=FULL`` would but without flushing the file's metadata each time.
-Both run in the event loop's thread, blocking it for a fraction of a millisecond per commit:
-measured, that costs less than handing the sync to a worker thread, whose round trips through
-a busy loop (waking the thread, taking the interpreter lock, waking the loop) made each
-``sending`` mark wait 4 ms instead of about one.
+Both run in a writer thread of the journal's own. In the event loop's thread they blocked it
+for 0.15 ms of every commit, a seventh of a fast send's time; in the writer each ``sending``
+mark waits longer (about 3 ms instead of 1, with the interpreter lock to win back), but the
+loop goes on sending meanwhile, and at 32 requests in flight that is the better trade
+(bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import fcntl
 import hashlib
 import json
 import os
+import queue
 import sqlite3
+import threading
 from collections import Counter
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
@@ -236,6 +239,19 @@ def journal_rows(out: Path
     return options, rows()
 
 
+_Batch = tuple[dict[int, tuple[Any, ...] | None], dict[str, Any], list[asyncio.Future[None]]]
+"""Rows (a state, or ``None``: delete), meta values, and who waits for them."""
+
+
+def _settle(waiters: list[asyncio.Future[None]], failure: Exception | None) -> None:
+    for waiter in waiters:
+        if not waiter.done():  # a row cancelled by a stop
+            if failure is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(failure)
+
+
 class Journal:
     """The database, and the group committer that makes writes durable in batches."""
 
@@ -244,13 +260,21 @@ class Journal:
         self._ledger = ledger
         """Written in the same group commit, after the journal (see ``ledger``)."""
         self._refused: dict[int, str] = {}
-        self._db = sqlite3.connect(path, isolation_level=None)
+        # Written by the writer thread during the run, by the run's thread before and after.
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # the WAL is synced below, per commit
         self._db.executescript(_SCHEMA)
         self._wal = os.open(f"{path}-wal", os.O_RDONLY | os.O_CREAT, 0o644)
         self._pending: dict[int, tuple[Any, ...] | None] = {}
-        self._next_commit: asyncio.Future[None] | None = None
+        self._pending_meta: dict[str, Any] = {}
+        self._waiters: list[asyncio.Future[None]] = []
+        """The ``sending`` marks (and ``stop``) waiting for the next batch's commit."""
+        self._handing_over = False
+        self._busy = False
+        """The writer thread holds a batch."""
+        self._batches: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop
         self._failure: Exception | None = None
 
@@ -279,9 +303,14 @@ class Journal:
         self.set_meta("retries_unanswered", 0)
 
     def hashed(self, fingerprint: Fingerprint) -> None:
-        """The input's hash, once read; durable with the next commit."""
+        """The input's hash, once read; durable with the next commit. During the run that
+        commit is the writer thread's, asked for now."""
         assert fingerprint.sha256 is not None
-        self.set_meta("input_sha256", fingerprint.sha256)
+        if self._writer is None:
+            self.set_meta("input_sha256", fingerprint.sha256)
+            return
+        self._pending_meta["input_sha256"] = fingerprint.sha256
+        self._commit_soon()
 
     def check_resume(self, fingerprint: Fingerprint, fixed: dict[str, Any], input_name: str
                      ) -> None:
@@ -329,11 +358,17 @@ class Journal:
 
     # --- during the run ---------------------------------------------------------------------
     # Writes wait in ``_pending``, the last one per row (each sets the row's whole state, or
-    # deletes it). The first ``sending`` mark of a loop iteration schedules a commit for the
-    # next one: every mark made meanwhile rides along, with every result recorded so far.
+    # deletes it). The first ``sending`` mark of a loop iteration hands a batch to the writer
+    # thread at the next one: every mark made meanwhile rides along, with every result
+    # recorded so far. While the writer commits and syncs, the loop goes on sending, and the
+    # marks made meanwhile form the next batch, handed over as soon as it is done. Only the
+    # loop's thread touches ``_pending``; the writer gets each batch whole.
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._writer = threading.Thread(target=self._write_batches, daemon=True,
+                                         name="batch-engage journal")
+        self._writer.start()
 
     async def sending(self, row: int, identifier: str) -> str | None:
         """Mark the row as on its way; returns once that is on disk. Returns why the row
@@ -342,10 +377,11 @@ class Journal:
         if self._failure is not None:
             raise self._failure
         self._pending[row] = (row, SENDING, identifier, 0, None, "", "", "")
-        if self._next_commit is None:
-            self._next_commit = self._loop.create_future()
-            self._loop.call_soon(self._flush)
-        await self._next_commit
+        # A future of its own, so that a cancelled row (a stop) cancels no one else's wait.
+        durable = self._loop.create_future()
+        self._waiters.append(durable)
+        self._commit_soon()
+        await durable
         return self._refused.pop(row, None)
 
     def record(self, result: RowState) -> None:
@@ -358,31 +394,59 @@ class Journal:
         """The row's last request is known not to have been acted on: it is to be sent."""
         self._pending[row] = None
 
-    def _flush(self) -> None:
-        pending, self._pending = self._pending, {}
-        commit, self._next_commit = self._next_commit, None
-        if not pending:  # stop() got here first
-            return
-        try:
-            self._write(pending)
-        except Exception as e:
-            self._failure = e
-            if commit is not None and not commit.done():
-                commit.set_exception(e)
-            return
-        if commit is not None and not commit.done():
-            commit.set_result(None)
+    def _commit_soon(self) -> None:
+        if not self._handing_over and not self._busy:
+            self._handing_over = True
+            self._loop.call_soon(self._hand_over)
 
-    def _write(self, pending: dict[int, tuple[Any, ...] | None]) -> None:
-        """Both durable, the journal first: a ledger entry's row is always in the journal."""
-        self._commit(pending)
+    def _hand_over(self) -> None:
+        self._handing_over = False
+        if self._busy or self._failure is not None:
+            return
+        waiters, self._waiters = self._waiters, []
+        if not (self._pending or self._pending_meta):
+            _settle(waiters, None)
+            return
+        self._busy = True
+        self._batches.put((self._pending, self._pending_meta, waiters))
+        self._pending, self._pending_meta = {}, {}
+
+    def _write_batches(self) -> None:
+        """The writer thread: one batch after another, each committed and synced."""
+        while (batch := self._batches.get()) is not None:
+            pending, meta, waiters = batch
+            try:
+                refused, failure = self._write(pending, meta), None
+            except Exception as e:
+                refused, failure = {}, e
+            self._loop.call_soon_threadsafe(self._written, waiters, refused, failure)
+
+    def _written(self, waiters: list[asyncio.Future[None]], refused: dict[int, str],
+                 failure: Exception | None) -> None:
+        self._busy = False
+        if failure is not None:
+            self._failure = failure
+            waiters += self._waiters  # no later commit will come for them
+            self._waiters = []
+        self._refused.update(refused)
+        _settle(waiters, failure)
+        if self._waiters or self._pending_meta:
+            self._hand_over()
+
+    def _write(self, pending: dict[int, tuple[Any, ...] | None], meta: dict[str, Any]
+               ) -> dict[int, str]:
+        """Both durable, the journal first: a ledger entry's row is always in the journal.
+        Returns the rows whose ledger claim another run won."""
+        self._commit(pending, meta)
         os.fdatasync(self._wal)
-        if self._ledger is not None:
-            self._refused.update(self._ledger.commit(
-                (row, None, "") if state is None else (row, state[1], state[5])
-                for row, state in pending.items()))
+        if self._ledger is None:
+            return {}
+        return self._ledger.commit(
+            (row, None, "") if state is None else (row, state[1], state[5])
+            for row, state in pending.items())
 
-    def _commit(self, pending: dict[int, tuple[Any, ...] | None]) -> None:
+    def _commit(self, pending: dict[int, tuple[Any, ...] | None], meta: dict[str, Any]
+                ) -> None:
         upserts = [state for state in pending.values() if state is not None]
         deletes = [(row,) for row, state in pending.items() if state is None]
         self._db.execute("BEGIN")
@@ -391,20 +455,41 @@ class Journal:
                 "INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?, ?, ?, ?, ?)", upserts)
             if deletes:
                 self._db.executemany("DELETE FROM rows WHERE row = ?", deletes)
+            for key, value in meta.items():
+                self.set_meta(key, value)
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
 
     async def stop(self) -> None:
-        if self._pending:
-            self._flush()
+        """Commit what is pending, and end the writer thread."""
+        if self._writer is None:
+            return
+        try:
+            while self._failure is None and (
+                    self._busy or self._pending or self._pending_meta or self._waiters):
+                done = self._loop.create_future()
+                self._waiters.append(done)
+                if not self._busy:
+                    self._hand_over()
+                await done
+        finally:
+            self._end_writer()
         if self._failure is not None:
             raise self._failure
 
+    def _end_writer(self) -> None:
+        if self._writer is not None:
+            self._batches.put(None)
+            self._writer.join()  # at most the commit it is making
+            self._writer = None
+
     def close(self) -> None:
-        if self._pending:
+        self._end_writer()  # a run that failed before ``stop``
+        if self._pending or self._pending_meta:
             pending, self._pending = self._pending, {}
-            self._write(pending)
+            meta, self._pending_meta = self._pending_meta, {}
+            self._write(pending, meta)
         os.close(self._wal)
         self._db.close()

@@ -224,9 +224,13 @@ class Ledger:
         self._looker: ThreadPoolExecutor | None = None
         """Looks rows up on a connection of its own, while the next ones are read."""
         self._looker_db: sqlite3.Connection | None = None
+        self._commit_db: sqlite3.Connection | None = None
+        """The group commits' own connection, in the journal's writer thread."""
 
     def close(self) -> None:
         try:
+            if self._commit_db is not None:
+                self._commit_db.close()
             if self._looker is not None:
                 self._looker.shutdown(cancel_futures=True)
                 if self._looker_db is not None:
@@ -264,9 +268,10 @@ class Ledger:
 
     # --- reading ------------------------------------------------------------------------------
 
-    def _folder(self, run_id: int) -> Path:
+    def _folder(self, run_id: int, db: sqlite3.Connection | None = None) -> Path:
         if run_id not in self._folders:
-            found = self._db.execute("SELECT folder FROM runs WHERE id = ?", (run_id,)).fetchone()
+            found = (db or self._db).execute("SELECT folder FROM runs WHERE id = ?",
+                                             (run_id,)).fetchone()
             self._folders[run_id] = Path(found[0]) if found else Path("?")
         return self._folders[run_id]
 
@@ -346,7 +351,12 @@ class Ledger:
             return {}
         at = now()
         refused: dict[int, str] = {}
-        db = self._db
+        if self._commit_db is None:  # made in the writer's thread, closed in the run's
+            self._commit_db = sqlite3.connect(self.path, isolation_level=None,
+                                              timeout=BUSY_TIMEOUT_MS / 1000,
+                                              check_same_thread=False)
+            self._commit_db.execute("PRAGMA synchronous=NORMAL")  # see the module's docstring
+        db = self._commit_db
         # IMMEDIATE takes the write lock first: no other run's claim lands between the look
         # at what is held and the writes below.
         db.execute("BEGIN IMMEDIATE")
@@ -364,7 +374,7 @@ class Ledger:
                         self._seen.pop(row, None)
                         state, run_id, its_row, when = now_held
                         refused[row] = already_engaged(Entry(
-                            state, self._folder(run_id), its_row, when, run_id, True))
+                            state, self._folder(run_id, db), its_row, when, run_id, True))
                         continue
                     self._claimed[row] = key
                     if now_held is None or now_held[0] != OK or now_held[1] != self._run_id:

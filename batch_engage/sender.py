@@ -8,7 +8,6 @@ function in tests), so everything here is testable without a network. Each row e
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -20,6 +19,7 @@ from enum import Enum
 from typing import Protocol, TypeVar
 
 import aiohttp
+import orjson
 
 from .limiter import RateLimiter
 from .mapper import Request
@@ -166,8 +166,8 @@ class Judgement:
 
 def _api_fields(body: bytes) -> tuple[int, str] | None:
     try:
-        data = json.loads(body)
-    except ValueError:
+        data = orjson.loads(body)  # a tenth of json's time, on every answer
+    except orjson.JSONDecodeError:
         return None
     if not isinstance(data, dict):
         return None
@@ -349,16 +349,24 @@ class Sender:
     async def _attempts(self, request: Request, task: asyncio.Task[object]) -> Result:
         attempt = 0
         while True:
-            with self._stoppable(task):
-                await self._in_flight.acquire()
+            # Waiting, not sending, until the request leaves: ``stop()`` may cancel it.
+            # (Set by hand: a context manager per wait was a few per cent of a fast run.)
+            self._waiting.add(task)
             try:
-                with self._stoppable(task):
+                await self._in_flight.acquire()
+            except BaseException:
+                self._waiting.discard(task)
+                raise
+            try:
+                try:
                     # Noted before the rate wait, so the note's commit overlaps with it.
                     taken = await self._ledger.sending(request.row, request.identifier)
                     if taken is not None:
                         return Result("already_engaged", attempt, None, "already_engaged",
                                       taken, timestamp())
                     await self._limiter.acquire()
+                finally:
+                    self._waiting.discard(task)
                 if self.stop_reason is not None:
                     return Result("unsent", attempt, None, "", "", timestamp())
                 attempt += 1
@@ -434,34 +442,41 @@ class Sender:
         self, items: Iterable[tuple[T, Request]], on_result: Callable[[T, Request, Result], None],
         *, max_pending: int,
     ) -> None:
-        """Send every item, calling ``on_result`` as each finishes; at most ``max_pending``
-        rows are read ahead and alive at once, so memory does not grow with the file.
+        """Send every item, calling ``on_result`` as each finishes.
 
-        Stops reading when the run is stopped; the caller decides what unread rows mean.
+        ``max_pending`` workers take the items in order, one at a time: at most that many rows
+        are read ahead and alive at once, so memory does not grow with the file, and no task
+        is made per row. Stops reading when the run is stopped; the caller decides what
+        unread rows mean.
         """
-        capacity = asyncio.Semaphore(max_pending)
-        tasks: set[asyncio.Task[None]] = set()
-        crashes: list[BaseException] = []
+        rows = iter(items)
+        crashes: list[Exception] = []
 
-        async def one(item: T, request: Request) -> None:
-            try:
-                on_result(item, request, await self.send(request))
-            except Exception as e:
-                # Stop at once, before another row starts: the caller re-raises it.
-                crashes.append(e)
-                self.stop(f"an unexpected error stopped the run ({type(e).__name__})")
-            finally:
-                capacity.release()
+        async def worker() -> None:
+            while self.stop_reason is None:
+                try:
+                    item, request = next(rows)
+                except StopIteration:
+                    return
+                except Exception as e:  # reading failed: the rows on their way finish first
+                    crashes.append(e)
+                    self.stop(f"reading the input failed ({type(e).__name__})")
+                    return
+                try:
+                    on_result(item, request, await self.send(request))
+                except Exception as e:
+                    # Stop at once, before another row starts: the caller re-raises it.
+                    crashes.append(e)
+                    self.stop(f"an unexpected error stopped the run ({type(e).__name__})")
 
-        for item, request in items:
-            await capacity.acquire()
-            if self.stop_reason is not None:
-                on_result(item, request, Result("unsent", 0, None, "", "", timestamp()))
-                break
-            task = asyncio.create_task(one(item, request))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        if tasks:
-            await asyncio.wait(list(tasks))
+        workers = [asyncio.create_task(worker()) for _ in range(max_pending)]
+        try:
+            await asyncio.gather(*workers)
+        except asyncio.CancelledError:
+            # The caller gave up on the run (a library run's Ctrl-C): so do its rows, rather
+            # than go on sending while the caller cleans up.
+            for task in workers:
+                task.cancel()
+            raise
         if crashes:
             raise crashes[0]

@@ -1,8 +1,9 @@
 """The baseline for sending speed: a bare aiohttp loop, no limits, retries or reports.
 
-``python -m bench.bare_client URL BODIES CONCURRENCY``: posts each body of BODIES (a dry
-run's requests.jsonl) once, with the token from BENCH_TOKEN, with CONCURRENCY workers on one
-session, and prints the seconds it took.
+``python -m bench.bare_client URL BODIES CONCURRENCY [uvloop]``: posts each body of BODIES
+(a dry run's requests.jsonl) once, with the token from BENCH_TOKEN, with CONCURRENCY
+workers on one session, and prints the seconds it took; on asyncio's own loop, or on
+uvloop's (which batch-engage runs on where it is installed).
 """
 
 from __future__ import annotations
@@ -37,7 +38,12 @@ def main() -> None:
         bodies = [json.dumps({**json.loads(line)["body"], "token": token}).encode()
                   for line in f]
     start = time.perf_counter()
-    asyncio.run(post_all(url, bodies, concurrency))
+    if sys.argv[4:] == ["uvloop"]:
+        import uvloop  # noqa: PLC0415
+
+        uvloop.run(post_all(url, bodies, concurrency))
+    else:
+        asyncio.run(post_all(url, bodies, concurrency))
     print(f"{time.perf_counter() - start:.3f}")
 
 

@@ -562,6 +562,17 @@ def test_a_stop_leaves_the_rows_past_the_read_ahead_unread_for_resume(tmp_path: 
     assert summary.outcomes == {"ok": 9, "validation": 3}
 
 
+def test_a_run_sends_on_uvloop_where_it_is_installed(tmp_path: Path) -> None:
+    loops: list[str] = []
+
+    async def transport(body: bytes) -> Answer:
+        loops.append(type(asyncio.get_running_loop()).__module__)
+        return OK
+
+    run(sending(emails(tmp_path, "a@example.com"), tmp_path / "out"), transport=transport)
+    assert loops == ["uvloop"]
+
+
 def test_ctrl_c_in_a_library_run_is_the_callers_keyboard_interrupt(tmp_path: Path) -> None:
     """Signal handling is the CLI's choice, not a library's: a task runner's Ctrl-C
     reaches it as usual."""

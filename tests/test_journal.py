@@ -8,6 +8,7 @@ import hashlib
 import os
 import sqlite3
 import stat
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -281,6 +282,64 @@ def test_results_ride_along_with_the_next_commit_and_forget_removes_a_row(
             assert [r[:2] for r in on_disk(path)] == [(2, "ok")]
 
     asyncio.run(write())
+
+
+def test_the_loop_goes_on_while_a_commit_is_synced_and_later_marks_form_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sync is the writer thread's: a slow disk does not stop the run's loop, and the
+    marks made meanwhile wait for a commit of their own."""
+    path, _ = begun(tmp_path)
+    synced = threading.Event()
+    syncs: list[str] = []
+    let_go: list[bool] = []  # per sync: let go before its time ran out
+    fdatasync = os.fdatasync
+
+    def slow_sync(fd: int) -> None:
+        syncs.append(threading.current_thread().name)
+        let_go.append(synced.wait(5))
+        fdatasync(fd)
+
+    monkeypatch.setattr("batch_engage.journal.os.fdatasync", slow_sync)
+
+    async def mark() -> None:
+        with journal_in(tmp_path) as journal:
+            await journal.start()
+            first = asyncio.create_task(journal.sending(2, "a@example.com"))
+            while not syncs:  # the loop runs on while the first commit waits for the disk
+                await asyncio.sleep(0.01)
+            second = asyncio.create_task(journal.sending(3, "b@example.com"))
+            await asyncio.sleep(0.05)
+            assert not first.done()
+            assert not second.done()
+            assert [r[0] for r in on_disk(path)] == [2]
+            synced.set()
+            await asyncio.wait_for(asyncio.gather(first, second), 5)
+            await journal.stop()
+
+    asyncio.run(mark())
+    assert syncs == ["batch-engage journal"] * 2  # two commits, neither in the loop's thread
+    assert let_go == [True, True]
+
+
+def test_a_row_cancelled_while_it_waits_for_the_commit_cancels_no_other(
+    tmp_path: Path
+) -> None:
+    """A stop cancels the rows that wait; the others in the same commit go on."""
+    path, _ = begun(tmp_path)
+
+    async def mark() -> None:
+        with journal_in(tmp_path) as journal:
+            await journal.start()
+            cancelled = asyncio.create_task(journal.sending(2, "a@example.com"))
+            kept = asyncio.create_task(journal.sending(3, "b@example.com"))
+            await asyncio.sleep(0)  # both marks are made, in one batch
+            cancelled.cancel()
+            assert await asyncio.wait_for(kept, 5) is None
+            await journal.stop()
+
+    asyncio.run(mark())
+    assert [r[:2] for r in on_disk(path)] == [(2, "sending"), (3, "sending")]
 
 
 def test_closing_the_journal_commits_what_is_still_pending(tmp_path: Path) -> None:

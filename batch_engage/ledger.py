@@ -155,6 +155,16 @@ Looked = tuple[list[str], list[Found]]
 """Identifiers engaged (``COUNTED``), and entries in full."""
 
 
+# A claim (``sending``) is written only where no entry is; an engagement (``ok``) only over
+# this run's own entry, or where none is. ("WHERE true": SQLite's rule for an upsert from a
+# SELECT.)
+_CLAIM_OR_ENGAGE = (
+    "INSERT INTO entries SELECT ?, ?, json_extract(value, '$[0]'), json_extract(value, '$[2]'), "
+    "?, json_extract(value, '$[1]'), ? FROM json_each(?) WHERE true ON CONFLICT DO UPDATE "
+    "SET state = 'ok', at = excluded.at "
+    "WHERE excluded.state = 'ok' AND entries.run = excluded.run")
+
+
 def _fetch(db: sqlite3.Connection, workflow_id: int, kind: str, keys: list[str]
            ) -> list[Found]:
     # The keys go in as one JSON text and the entries come back as one: a single step
@@ -330,8 +340,8 @@ class Ledger:
         run: they must not be sent.
         """
         claims: list[tuple[int, str, Entry | None]] = []
-        engaged: list[tuple[int, str, str, int]] = []
-        dropped: list[tuple[int, str, str, int]] = []
+        engaged: list[tuple[int, str]] = []
+        dropped: list[str] = []
         for row, state, error in changes:
             if state == SENDING:
                 key, seen = self._seen[row]
@@ -340,11 +350,11 @@ class Ledger:
                 key = self._claimed.pop(row)
                 self._seen.pop(row, None)
                 if state == OK:
-                    engaged.append((self.workflow_id, self.kind, key, self._run_id))
+                    engaged.append((row, key))
                 elif state != UNCERTAIN and not maybe_engaged(state, error):
                     # Failed, or not acted on: no engagement. (An uncertain one keeps its
                     # claim: a later run asks this run's journal what became of it.)
-                    dropped.append((self.workflow_id, self.kind, key, self._run_id))
+                    dropped.append(key)
                     if state is None:  # a retry will claim it again
                         self._seen[row] = (key, None)
         if not (claims or engaged or dropped):
@@ -361,42 +371,60 @@ class Ledger:
         # at what is held and the writes below.
         db.execute("BEGIN IMMEDIATE")
         try:
-            if claims:
-                held = {k: (state, run, row, when) for k, state, run, row, when
-                        in _fetch(db, self.workflow_id, self.kind,
-                                  [key for _, key, _ in claims])}
-                won: list[tuple[int, str, str, int, int, float]] = []
-                for row, key, seen in claims:
-                    now_held = held.get(key)
-                    if now_held is not None and now_held[1] != self._run_id and (
-                            seen is None or now_held != (seen.state, seen.run_id, seen.row,
-                                                         seen.at)):
-                        self._seen.pop(row, None)
-                        state, run_id, its_row, when = now_held
-                        refused[row] = already_engaged(Entry(
-                            state, self._folder(run_id, db), its_row, when, run_id, True))
-                        continue
-                    self._claimed[row] = key
-                    if now_held is None or now_held[0] != OK or now_held[1] != self._run_id:
-                        # (a repeated row, --allow-duplicates, keeps its engagement)
-                        won.append((self.workflow_id, self.kind, key, self._run_id, row, at))
-                        held[key] = (SENDING, self._run_id, row, at)
-                db.executemany(
-                    "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, 'sending', ?, ?, ?)", won)
-            if engaged:
-                db.executemany(
-                    "UPDATE entries SET state = 'ok', at = ? WHERE workflow_id = ? AND kind = ? "
-                    "AND identifier = ? AND run = ?", [(at, *e) for e in engaged])
+            # The common case in one statement over a JSON text (the writer thread wins the
+            # interpreter lock back after each, from a busy loop): claims on profiles nobody
+            # held at their look-up, and this run's engagements. A claim that meets an entry
+            # after all is left out, and the count of rows written says so.
+            fresh = [(key, row, SENDING) for row, key, seen in claims if seen is None]
+            written = fresh + [(key, row, OK) for row, key in engaged]
+            if written:
+                done = db.execute(_CLAIM_OR_ENGAGE, (
+                    self.workflow_id, self.kind, self._run_id, at, orjson.dumps(written).decode()))
+            if claims and (len(fresh) < len(claims)
+                           or (written and done.rowcount < len(written))):
+                refused = self._claim(db, claims, at)
+            else:
+                self._claimed.update((row, key) for row, key, _ in claims)
             if dropped:
-                db.executemany(
-                    "DELETE FROM entries WHERE workflow_id = ? AND kind = ? AND identifier = ? "
-                    "AND run = ? AND state = 'sending'", dropped)
+                db.execute(
+                    "DELETE FROM entries WHERE workflow_id = ? AND kind = ? AND run = ? "
+                    "AND state = 'sending' AND identifier IN (SELECT value FROM json_each(?))",
+                    (self.workflow_id, self.kind, self._run_id, orjson.dumps(dropped).decode()))
             db.execute("COMMIT")
         except BaseException:
             self._healthy = False
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+        return refused
+
+    def _claim(self, db: sqlite3.Connection, claims: list[tuple[int, str, Entry | None]],
+               at: float) -> dict[int, str]:
+        """Each claim judged against what the ledger holds now: one that another run made
+        since the look-up is refused; returns the refused rows with skipped.csv's detail."""
+        held = {k: (state, run, row, when) for k, state, run, row, when
+                in _fetch(db, self.workflow_id, self.kind, [key for _, key, _ in claims])}
+        refused: dict[int, str] = {}
+        won: list[tuple[str, int]] = []
+        for row, key, seen in claims:
+            now_held = held.get(key)
+            if now_held is not None and now_held[1] != self._run_id and (
+                    seen is None or now_held != (seen.state, seen.run_id, seen.row, seen.at)):
+                self._seen.pop(row, None)
+                state, run_id, its_row, when = now_held
+                refused[row] = already_engaged(Entry(
+                    state, self._folder(run_id, db), its_row, when, run_id, True))
+                continue
+            self._claimed[row] = key
+            if now_held is None or now_held[0] != OK or now_held[1] != self._run_id:
+                # (a repeated row, --allow-duplicates, keeps its engagement)
+                won.append((key, row))
+                held[key] = (SENDING, self._run_id, row, at)
+        if won:
+            db.execute(
+                "INSERT OR REPLACE INTO entries SELECT ?, ?, json_extract(value, '$[0]'), "
+                "'sending', ?, json_extract(value, '$[1]'), ? FROM json_each(?)",
+                (self.workflow_id, self.kind, self._run_id, at, orjson.dumps(won).decode()))
         return refused
 
 

@@ -521,6 +521,82 @@ def test_sigkill_at_random_points_then_the_next_night_engages_no_one_twice(
         accepted) | uncertain
 
 
+def test_a_request_not_acted_on_frees_its_claim_and_its_retry_claims_again(
+    tmp_path: Path
+) -> None:
+    """A 503 (``forget``): the claim is dropped in one commit and made again by the retry's
+    ``sending`` in a later one; the row ends engaged."""
+    path = tmp_path / "l.sqlite"
+    a = Ledger(path, workflow_id=1, kind="email", days=None, run=tmp_path / "a")
+    a.expect(2, "x@example.com", None)
+    assert a.commit([(2, "sending", "")]) == {}
+    a.commit([(2, None, "")])
+    assert a.lookup(["x@example.com"]) == {}
+    assert a.commit([(2, "sending", "")]) == {}
+    a.commit([(2, "ok", "")])
+    entry = a.lookup(["x@example.com"])["x@example.com"]
+    assert (entry.state, entry.row) == ("ok", 2)
+    a.close()
+
+
+def test_a_claim_over_an_entry_seen_at_the_look_up_replaces_it_as_on_its_way(
+    tmp_path: Path
+) -> None:
+    """A claim over the entry its look-up saw (in a run: an engagement older than
+    --ledger-days) goes the careful way, as an entry was there; a failure frees it again."""
+    path = tmp_path / "l.sqlite"
+    b = Ledger(path, workflow_id=1, kind="email", days=None, run=tmp_path / "b")
+    b.expect(5, "x@example.com", None)
+    b.commit([(5, "sending", "")])
+    b.commit([(5, "ok", "")])
+    b.close()
+    a = Ledger(path, workflow_id=1, kind="email", days=None, run=tmp_path / "a")
+    seen = a.lookup(["x@example.com"])["x@example.com"]
+    a.expect(2, "x@example.com", seen)
+    assert a.commit([(2, "sending", "")]) == {}
+    entry = a.lookup(["x@example.com"])["x@example.com"]
+    assert (entry.state, entry.run, entry.row) == ("sending", tmp_path / "a", 2)
+    a.commit([(2, "api", "")])
+    assert a.lookup(["x@example.com"]) == {}
+    a.close()
+
+
+class _FailingWrites:
+    """The ledger's commit connection, with its writes failing (a full disk)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql.startswith(("INSERT", "UPDATE", "DELETE")):
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._db.execute(sql, *args)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._db.in_transaction
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def test_a_run_whose_commit_failed_is_left_open_for_the_next_run_to_replay(
+    tmp_path: Path
+) -> None:
+    path = tmp_path / "l.sqlite"
+    a = Ledger(path, workflow_id=1, kind="email", days=None, run=tmp_path / "a")
+    a.expect(2, "x@example.com", None)
+    assert a.commit([(2, "sending", "")]) == {}  # opens the commit connection
+    assert a._commit_db is not None
+    a._commit_db = _FailingWrites(a._commit_db)  # type: ignore[assignment]
+    with pytest.raises(sqlite3.OperationalError):
+        a.commit([(2, "ok", "")])
+    a.close()
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT open FROM runs WHERE folder = ?",
+                          (str(tmp_path / "a"),)).fetchone() == (1,)
+
+
 # --- two runs at once on one ledger -----------------------------------------------------------
 
 

@@ -459,6 +459,9 @@ class Journal:
         # thread holds the interpreter lock while it binds each row's values, which the
         # sending loop needs (executemany was 4% of the lock's time in a fast send). Text,
         # not bytes: SQLite 3.45 and later read a BLOB as its binary JSON.
+        if upserts and not (deletes or meta):  # most commits: one statement, atomic itself
+            self._db.execute(_UPSERT, (orjson.dumps(upserts).decode(),))
+            return
         self._db.execute("BEGIN")
         try:
             if upserts:

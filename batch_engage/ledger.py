@@ -333,8 +333,7 @@ class Ledger:
 
     def commit(self, changes: Iterable[tuple[int, str | None, str]]) -> dict[int, str]:
         """Apply one group commit's row changes, each a row, its state (``sending``, ``ok``,
-        another final state, or ``None``: the request was not acted on) and error code, in
-        one transaction.
+        another final state, or ``None``: the request was not acted on) and error code.
 
         Returns the rows whose claim another run won, with skipped.csv's detail saying which
         run: they must not be sent.
@@ -367,22 +366,25 @@ class Ledger:
                                               check_same_thread=False)
             self._commit_db.execute("PRAGMA synchronous=NORMAL")  # see the module's docstring
         db = self._commit_db
-        # IMMEDIATE takes the write lock first: no other run's claim lands between the look
-        # at what is held and the writes below.
-        db.execute("BEGIN IMMEDIATE")
         try:
-            # The common case in one statement over a JSON text (the writer thread wins the
-            # interpreter lock back after each, from a busy loop): claims on profiles nobody
-            # held at their look-up, and this run's engagements. A claim that meets an entry
-            # after all is left out, and the count of rows written says so.
+            # The common case is one statement over a JSON text, a transaction of its own
+            # (the writer thread wins the interpreter lock back after each SQLite step, from
+            # a busy loop): claims on profiles nobody held at their look-up, and this run's
+            # engagements. A claim that meets an entry after all is left out, and the count
+            # of rows written says so.
             fresh = [(key, row, SENDING) for row, key, seen in claims if seen is None]
             written = fresh + [(key, row, OK) for row, key in engaged]
+            short = False
             if written:
                 done = db.execute(_CLAIM_OR_ENGAGE, (
                     self.workflow_id, self.kind, self._run_id, at, orjson.dumps(written).decode()))
-            if claims and (len(fresh) < len(claims)
-                           or (written and done.rowcount < len(written))):
+                short = done.rowcount < len(written)
+            if claims and (len(fresh) < len(claims) or short):
+                # IMMEDIATE takes the write lock first: no other run's claim lands between
+                # the look at what is held and the writes.
+                db.execute("BEGIN IMMEDIATE")
                 refused = self._claim(db, claims, at)
+                db.execute("COMMIT")
             else:
                 self._claimed.update((row, key) for row, key, _ in claims)
             if dropped:
@@ -390,7 +392,6 @@ class Ledger:
                     "DELETE FROM entries WHERE workflow_id = ? AND kind = ? AND run = ? "
                     "AND state = 'sending' AND identifier IN (SELECT value FROM json_each(?))",
                     (self.workflow_id, self.kind, self._run_id, orjson.dumps(dropped).decode()))
-            db.execute("COMMIT")
         except BaseException:
             self._healthy = False
             if db.in_transaction:

@@ -573,6 +573,23 @@ def test_a_run_sends_on_uvloop_where_it_is_installed(tmp_path: Path) -> None:
     assert loops == ["uvloop"]
 
 
+def test_without_uvloop_a_run_sends_on_asyncios_own_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on Windows, where uvloop is not installed."""
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop raises ImportError
+    loops: list[str] = []
+
+    async def transport(body: bytes) -> Answer:
+        loops.append(type(asyncio.get_running_loop()).__module__)
+        return OK
+
+    summary = run(sending(emails(tmp_path, "a@example.com"), tmp_path / "out"),
+                  transport=transport)
+    assert summary.outcomes == Counter({"ok": 1})
+    assert loops == ["asyncio.unix_events"]
+
+
 def test_ctrl_c_in_a_library_run_is_the_callers_keyboard_interrupt(tmp_path: Path) -> None:
     """Signal handling is the CLI's choice, not a library's: a task runner's Ctrl-C
     reaches it as usual."""

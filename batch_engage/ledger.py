@@ -299,12 +299,17 @@ class Ledger:
         return self._looker.submit(self._look_apart, keys,
                                    None if detail else self._cutoff())
 
+    def _thread_connection(self, pragma: str) -> sqlite3.Connection:
+        """A connection of the looking or the writing thread's own, made there and closed
+        by ``close`` in the run's thread."""
+        db = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
+                             check_same_thread=False)
+        db.execute(pragma)
+        return db
+
     def _look_apart(self, keys: list[str], cutoff: float | None) -> Looked:
         if self._looker_db is None:  # the file was made ready by the run's own connection
-            self._looker_db = sqlite3.connect(self.path, isolation_level=None,
-                                              timeout=BUSY_TIMEOUT_MS / 1000,
-                                              check_same_thread=False)
-            self._looker_db.execute("PRAGMA query_only = 1")
+            self._looker_db = self._thread_connection("PRAGMA query_only = 1")
         if cutoff is None:
             return [], _fetch(self._looker_db, self.workflow_id, self.kind, keys)
         return _count(self._looker_db, self.workflow_id, self.kind, keys, cutoff)
@@ -360,11 +365,8 @@ class Ledger:
             return {}
         at = now()
         refused: dict[int, str] = {}
-        if self._commit_db is None:  # made in the writer's thread, closed in the run's
-            self._commit_db = sqlite3.connect(self.path, isolation_level=None,
-                                              timeout=BUSY_TIMEOUT_MS / 1000,
-                                              check_same_thread=False)
-            self._commit_db.execute("PRAGMA synchronous=NORMAL")  # see the module's docstring
+        if self._commit_db is None:  # see the module's docstring for NORMAL
+            self._commit_db = self._thread_connection("PRAGMA synchronous=NORMAL")
         db = self._commit_db
         try:
             # The common case is one statement over a JSON text, a transaction of its own

@@ -10,23 +10,23 @@ only rows whose fate is unknown.
 Each commit is durable before anyone waiting on it goes on, against power loss too: SQLite
 writes the commit to the WAL file (``synchronous=NORMAL``), then ``fdatasync`` puts that file
 on disk, as ``synchronous=FULL`` would but without flushing the file's metadata each time.
-Both run in a writer thread of the journal's own. In the event loop's thread they blocked it
-for 0.15 ms of every commit, a seventh of a fast send's time; in the writer each ``sending``
-mark waits longer (about 3 ms instead of 1, with the interpreter lock to win back), but the
-loop goes on sending meanwhile, and at 32 requests in flight that is the better trade
-(bench/RESULTS.md).
+While the run sends, both are the work of a writer process (``journal_writer``), fed each
+batch through a pipe. In the event loop's thread they blocked the loop for 0.15 ms of every
+commit; in a thread they cost 1-2 ms a mark, spent winning the interpreter lock from the busy
+loop after each SQLite step; a process of its own needs neither (bench/RESULTS.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import hashlib
 import json
 import os
-import queue
 import sqlite3
-import threading
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
@@ -36,7 +36,9 @@ from typing import TYPE_CHECKING, Any, Self
 
 import orjson
 
+from . import journal_writer
 from .errors import UsageError
+from .journal_writer import HEADER, MAX_MESSAGE
 
 if TYPE_CHECKING:
     from .ledger import Ledger
@@ -241,12 +243,28 @@ def journal_rows(out: Path
     return options, rows()
 
 
-_UPSERT = ("INSERT OR REPLACE INTO rows SELECT "
-           + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(8))
-           + " FROM json_each(?)")
+_WRITER = journal_writer.__file__
 
-_Batch = tuple[dict[int, tuple[Any, ...] | None], dict[str, Any], list[asyncio.Future[None]]]
-"""Rows (a state, or ``None``: delete), meta values, and who waits for them."""
+
+def _texts(pending: dict[int, tuple[Any, ...] | None], meta: dict[str, Any]
+           ) -> tuple[bytes, bytes, bytes]:
+    """A batch as the writer reads it (``journal_writer.commit``): rows, deletions, meta."""
+    upserts = [state for state in pending.values() if state is not None]
+    deletes = [row for row, state in pending.items() if state is None]
+    return (orjson.dumps(upserts) if upserts else b"",
+            orjson.dumps(deletes) if deletes else b"",
+            orjson.dumps([[key, json.dumps(value, ensure_ascii=False)]
+                          for key, value in meta.items()]) if meta else b"")
+
+
+def _changes(pending: dict[int, tuple[Any, ...] | None]) -> Iterator[tuple[int, str | None, str]]:
+    """A batch's rows as the ledger takes them: row, state (``None``: deleted), error."""
+    return ((row, None, "") if state is None else (row, state[1], state[5])
+            for row, state in pending.items())
+
+
+_Batch = tuple[dict[int, tuple[Any, ...] | None], list[asyncio.Future[None]]]
+"""The rows a commit on its way carries (a state, or ``None``: delete), and who waits."""
 
 
 def _settle(waiters: list[asyncio.Future[None]], failure: Exception | None) -> None:
@@ -256,6 +274,30 @@ def _settle(waiters: list[asyncio.Future[None]], failure: Exception | None) -> N
                 waiter.set_result(None)
             else:
                 waiter.set_exception(failure)
+
+
+class WriterError(Exception):
+    """The journal's writer process failed in a way SQLite did not name."""
+
+
+def _writer_error(answer: bytes) -> Exception:
+    """The exception the writer process answered with, as its own type where SQLite has
+    it (``sqlite3.IntegrityError``, ``OperationalError`` for a full disk): the run stops
+    with the same message as when it committed in its own process."""
+    if not answer:
+        return WriterError("the journal's writer process ended unexpectedly; the run "
+                           "stopped, and --resume continues it")
+    found = json.loads(answer[1:])
+    kind = getattr(sqlite3, found["type"], None)
+    if isinstance(kind, type) and issubclass(kind, sqlite3.Error):
+        return kind(found["message"])
+    return WriterError(f"{found['type']}: {found['message']}")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 class Journal:
@@ -277,10 +319,10 @@ class Journal:
         self._waiters: list[asyncio.Future[None]] = []
         """The ``sending`` marks (and ``stop``) waiting for the next batch's commit."""
         self._handing_over = False
-        self._busy = False
-        """The writer thread holds a batch."""
-        self._batches: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
+        self._batch: _Batch | None = None
+        """The batch the writer process holds."""
+        self._writer: subprocess.Popen[bytes] | None = None
+        self._requests = self._answers = -1
         self._loop: asyncio.AbstractEventLoop
         self._failure: Exception | None = None
 
@@ -365,16 +407,26 @@ class Journal:
     # --- during the run ---------------------------------------------------------------------
     # Writes wait in ``_pending``, the last one per row (each sets the row's whole state, or
     # deletes it). The first ``sending`` mark of a loop iteration hands a batch to the writer
-    # thread at the next one: every mark made meanwhile rides along, with every result
+    # process at the next one: every mark made meanwhile rides along, with every result
     # recorded so far. While the writer commits and syncs, the loop goes on sending, and the
-    # marks made meanwhile form the next batch, handed over as soon as it is done. Only the
-    # loop's thread touches ``_pending``; the writer gets each batch whole.
+    # marks made meanwhile form the next batch, handed over when the writer's answer comes.
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._writer = threading.Thread(target=self._write_batches, daemon=True,
-                                         name="batch-engage journal")
-        self._writer.start()
+        requests, self._requests = os.pipe()
+        self._answers, answers = os.pipe()
+        try:
+            # A session of its own: a Ctrl-C at the terminal is the run's to handle, and the
+            # writer must go on committing what the run writes while it stops.
+            self._writer = subprocess.Popen(
+                [sys.executable, "-I", "-S", _WRITER, str(self.path), str(requests),
+                 str(answers)],
+                stdin=subprocess.DEVNULL, pass_fds=(requests, answers),
+                start_new_session=True)
+        finally:
+            os.close(requests)
+            os.close(answers)
+        self._loop.add_reader(self._answers, self._answered)
 
     async def sending(self, row: int, identifier: str) -> str | None:
         """Mark the row as on its way; returns once that is on disk. Returns why the row
@@ -401,37 +453,40 @@ class Journal:
         self._pending[row] = None
 
     def _commit_soon(self) -> None:
-        if not self._handing_over and not self._busy:
+        if not self._handing_over and self._batch is None:
             self._handing_over = True
             self._loop.call_soon(self._hand_over)
 
     def _hand_over(self) -> None:
         self._handing_over = False
-        if self._busy or self._failure is not None:
+        if self._batch is not None or self._failure is not None:
             return
         waiters, self._waiters = self._waiters, []
         if not (self._pending or self._pending_meta):
             _settle(waiters, None)
             return
-        self._busy = True
-        self._batches.put((self._pending, self._pending_meta, waiters))
+        texts = _texts(self._pending, self._pending_meta)
+        self._batch = (self._pending, waiters)
         self._pending, self._pending_meta = {}, {}
+        with contextlib.suppress(OSError):  # the writer is gone: its answer (none) says so
+            _write_all(self._requests, HEADER.pack(*map(len, texts)) + b"".join(texts))
 
-    def _write_batches(self) -> None:
-        """The writer thread: one batch after another, each committed and synced."""
-        while (batch := self._batches.get()) is not None:
-            pending, meta, waiters = batch
+    def _answered(self) -> None:
+        """The writer's answer: the batch is on disk, or it failed."""
+        answer = os.read(self._answers, 1 + MAX_MESSAGE * 4)
+        assert self._batch is not None
+        pending, waiters = self._batch
+        self._batch = None
+        refused: dict[int, str] = {}
+        failure = None if answer == b"k" else _writer_error(answer)
+        if failure is None and self._ledger is not None:
             try:
-                refused, failure = self._write(pending, meta), None
+                refused = self._ledger.commit(_changes(pending))
             except Exception as e:
-                refused, failure = {}, e
-            self._loop.call_soon_threadsafe(self._written, waiters, refused, failure)
-
-    def _written(self, waiters: list[asyncio.Future[None]], refused: dict[int, str],
-                 failure: Exception | None) -> None:
-        self._busy = False
+                failure = e
         if failure is not None:
             self._failure = failure
+            self._loop.remove_reader(self._answers)
             waiters += self._waiters  # no later commit will come for them
             self._waiters = []
         self._refused.update(refused)
@@ -440,53 +495,26 @@ class Journal:
             self._hand_over()
 
     def _write(self, pending: dict[int, tuple[Any, ...] | None], meta: dict[str, Any]
-               ) -> dict[int, str]:
-        """Both durable, the journal first: a ledger entry's row is always in the journal.
-        Returns the rows whose ledger claim another run won."""
-        self._commit(pending, meta)
+               ) -> None:
+        """In this process, before the writer starts or after it ends: as the writer would,
+        the journal first, the ledger second (a ledger entry's row is always in the
+        journal)."""
+        journal_writer.commit(self._db, *(text.decode() for text in _texts(pending, meta)))
         os.fdatasync(self._wal)
-        if self._ledger is None:
-            return {}
-        return self._ledger.commit(
-            (row, None, "") if state is None else (row, state[1], state[5])
-            for row, state in pending.items())
-
-    def _commit(self, pending: dict[int, tuple[Any, ...] | None], meta: dict[str, Any]
-                ) -> None:
-        upserts = [state for state in pending.values() if state is not None]
-        deletes = [row for row, state in pending.items() if state is None]
-        # The rows go in as one JSON text per statement, not a step per row: the writer
-        # thread holds the interpreter lock while it binds each row's values, which the
-        # sending loop needs (executemany was 4% of the lock's time in a fast send). Text,
-        # not bytes: SQLite 3.45 and later read a BLOB as its binary JSON.
-        if upserts and not (deletes or meta):  # most commits: one statement, atomic itself
-            self._db.execute(_UPSERT, (orjson.dumps(upserts).decode(),))
-            return
-        self._db.execute("BEGIN")
-        try:
-            if upserts:
-                self._db.execute(_UPSERT, (orjson.dumps(upserts).decode(),))
-            if deletes:
-                self._db.execute(
-                    "DELETE FROM rows WHERE row IN (SELECT value FROM json_each(?))",
-                    (orjson.dumps(deletes).decode(),))
-            for key, value in meta.items():
-                self.set_meta(key, value)
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        if self._ledger is not None:
+            self._ledger.commit(_changes(pending))
 
     async def stop(self) -> None:
-        """Commit what is pending, and end the writer thread."""
+        """Commit what is pending, and end the writer process."""
         if self._writer is None:
             return
         try:
             while self._failure is None and (
-                    self._busy or self._pending or self._pending_meta or self._waiters):
+                    self._batch is not None or self._pending or self._pending_meta
+                    or self._waiters):
                 done = self._loop.create_future()
                 self._waiters.append(done)
-                if not self._busy:
+                if self._batch is None:
                     self._hand_over()
                 await done
         finally:
@@ -495,10 +523,21 @@ class Journal:
             raise self._failure
 
     def _end_writer(self) -> None:
-        if self._writer is not None:
-            self._batches.put(None)
-            self._writer.join()  # at most the commit it is making
-            self._writer = None
+        if self._writer is None:
+            return
+        if self._failure is None and not self._loop.is_closed():
+            self._loop.remove_reader(self._answers)
+        os.close(self._requests)  # the writer reads its end, and ends
+        self._writer.wait()  # at most the commit it is making
+        self._writer = None
+        if self._batch is not None and self._failure is None:
+            # The loop ended (cancelled) before the writer's answer came: it is in the pipe,
+            # if the batch landed, and the ledger's half of that commit is still to write.
+            pending, _ = self._batch
+            self._batch = None
+            if os.read(self._answers, 1 + MAX_MESSAGE * 4) == b"k" and self._ledger is not None:
+                self._ledger.commit(_changes(pending))
+        os.close(self._answers)
 
     def close(self) -> None:
         self._end_writer()  # a run that failed before ``stop``

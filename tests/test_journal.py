@@ -8,7 +8,7 @@ import hashlib
 import os
 import sqlite3
 import stat
-import threading
+import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -284,42 +284,53 @@ def test_results_ride_along_with_the_next_commit_and_forget_removes_a_row(
     asyncio.run(write())
 
 
-def test_the_loop_goes_on_while_a_commit_is_synced_and_later_marks_form_the_next(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_the_loop_goes_on_while_a_commit_waits_and_later_marks_form_the_next(
+    tmp_path: Path
 ) -> None:
-    """The sync is the writer thread's: a slow disk does not stop the run's loop, and the
-    marks made meanwhile wait for a commit of their own."""
+    """The commit is the writer process's: a slow disk (here a write lock another
+    connection holds) does not stop the run's loop, and the marks made meanwhile wait for a
+    commit of their own."""
     path, _ = begun(tmp_path)
-    synced = threading.Event()
-    syncs: list[str] = []
-    let_go: list[bool] = []  # per sync: let go before its time ran out
-    fdatasync = os.fdatasync
-
-    def slow_sync(fd: int) -> None:
-        syncs.append(threading.current_thread().name)
-        let_go.append(synced.wait(5))
-        fdatasync(fd)
-
-    monkeypatch.setattr("batch_engage.journal.os.fdatasync", slow_sync)
+    holder = sqlite3.connect(path, isolation_level=None)
 
     async def mark() -> None:
         with journal_in(tmp_path) as journal:
             await journal.start()
+            holder.execute("BEGIN IMMEDIATE")
             first = asyncio.create_task(journal.sending(2, "a@example.com"))
-            while not syncs:  # the loop runs on while the first commit waits for the disk
-                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)  # the loop runs on while the first commit waits
             second = asyncio.create_task(journal.sending(3, "b@example.com"))
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
             assert not first.done()
             assert not second.done()
-            assert [r[0] for r in on_disk(path)] == [2]
-            synced.set()
-            await asyncio.wait_for(asyncio.gather(first, second), 5)
+            holder.execute("COMMIT")
+            await asyncio.wait_for(first, 5)
+            assert not second.done() or [r[0] for r in on_disk(path)] == [2, 3]
+            await asyncio.wait_for(second, 5)
+            assert [r[0] for r in on_disk(path)] == [2, 3]
             await journal.stop()
 
     asyncio.run(mark())
-    assert syncs == ["batch-engage journal"] * 2  # two commits, neither in the loop's thread
-    assert let_go == [True, True]
+    holder.close()
+
+
+def test_the_writer_is_a_process_of_its_own_that_ends_with_the_run(tmp_path: Path) -> None:
+    path, _ = begun(tmp_path)
+
+    async def mark() -> tuple[int, subprocess.Popen[bytes]]:
+        with journal_in(tmp_path) as journal:
+            await journal.start()
+            await journal.sending(2, "a@example.com")
+            writer = journal._writer
+            assert writer is not None
+            assert writer.poll() is None
+            await journal.stop()
+            return writer.pid, writer
+
+    pid, writer = asyncio.run(mark())
+    assert pid != os.getpid()
+    assert writer.returncode == 0
+    assert [r[:2] for r in on_disk(path)] == [(2, "sending")]
 
 
 def test_a_row_cancelled_while_it_waits_for_the_commit_cancels_no_other(

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ import pytest
 
 from batch_engage import Matching, RunControl, RunOptions, Secret, UsageError, run
 from batch_engage import ledger as ledger_module
-from batch_engage.journal import JOURNAL_NAME, Journal
+from batch_engage.journal import JOURNAL_NAME
 from batch_engage.ledger import Ledger, describe, forget
 from batch_engage.mapper import Request
 from batch_engage.mock_server import MockConfig, serve_in_thread
@@ -631,20 +631,21 @@ def test_a_refused_claim_ends_the_row_in_skipped_csv_without_a_request(tmp_path:
     ledger = tmp_path / "l.sqlite"
     data = emails(tmp_path / "in.csv", "a@example.com", "b@example.com")
     other = Ledger(ledger, workflow_id=1, kind="email", days=None, run=tmp_path / "other")
-    original = Journal._write
+    original = Ledger.commit
     other_claimed: list[bool] = []
 
-    def other_claims_first(journal: Journal, pending: dict[int, Any], meta: dict[str, Any]
+    def other_claims_first(ledger: Ledger, changes: Iterable[tuple[int, str | None, str]]
                            ) -> dict[int, str]:
-        if 3 in pending and not other_claimed:  # (in the journal's writer thread)
+        changes = list(changes)
+        if ledger is not other and (3, "sending", "") in changes and not other_claimed:
             other_claimed.append(True)
             other.expect(9, "b@example.com", None)
             assert other.commit([(9, "sending", "")]) == {}
-        return original(journal, pending, meta)
+        return original(ledger, changes)
 
     sent: list[str] = []
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Journal, "_write", other_claims_first)
+        patch.setattr(Ledger, "commit", other_claims_first)
         summary = run(nightly(data, tmp_path / "out", ledger, max_in_flight=1),
                       transport=recording(sent))
     other.close()

@@ -38,10 +38,10 @@ import orjson
 
 from . import journal_writer
 from .errors import UsageError
-from .journal_writer import HEADER, MAX_MESSAGE
+from .journal_writer import ANSWER, HEADER, MAX_MESSAGE
 
 if TYPE_CHECKING:
-    from .ledger import Ledger
+    from .ledger import Ledger, Writes
 
 JOURNAL_NAME = "journal.sqlite"
 LOCK_NAME = ".lock"
@@ -263,8 +263,8 @@ def _changes(pending: dict[int, tuple[Any, ...] | None]) -> Iterator[tuple[int, 
             for row, state in pending.items())
 
 
-_Batch = tuple[dict[int, tuple[Any, ...] | None], list[asyncio.Future[None]]]
-"""The rows a commit on its way carries (a state, or ``None``: delete), and who waits."""
+_Batch = tuple["Writes | None", list[asyncio.Future[None]]]
+"""A commit on its way: its ledger half, to finish when the writer answers, and who waits."""
 
 
 def _settle(waiters: list[asyncio.Future[None]], failure: Exception | None) -> None:
@@ -308,8 +308,8 @@ class Journal:
         self._ledger = ledger
         """Written in the same group commit, after the journal (see ``ledger``)."""
         self._refused: dict[int, str] = {}
-        # Written by the writer thread during the run, by the run's thread before and after.
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # Written before and after the run; while it sends, the writer process writes.
+        self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # the WAL is synced below, per commit
         self._db.executescript(_SCHEMA)
@@ -418,9 +418,11 @@ class Journal:
         try:
             # A session of its own: a Ctrl-C at the terminal is the run's to handle, and the
             # writer must go on committing what the run writes while it stops.
+            ledger = [] if self._ledger is None else [
+                str(self._ledger.path), *map(str, self._ledger.scope)]
             self._writer = subprocess.Popen(
                 [sys.executable, "-I", "-S", _WRITER, str(self.path), str(requests),
-                 str(answers)],
+                 str(answers), *ledger],
                 stdin=subprocess.DEVNULL, pass_fds=(requests, answers),
                 start_new_session=True)
         finally:
@@ -465,25 +467,27 @@ class Journal:
         if not (self._pending or self._pending_meta):
             _settle(waiters, None)
             return
-        texts = _texts(self._pending, self._pending_meta)
-        self._batch = (self._pending, waiters)
+        ledger = None if self._ledger is None else self._ledger.writes(_changes(self._pending))
+        texts = (*_texts(self._pending, self._pending_meta),
+                 *((b"", b"") if ledger is None else ledger.texts()))
+        self._batch = (ledger, waiters)
         self._pending, self._pending_meta = {}, {}
+        head = HEADER.pack(*map(len, texts), 0.0 if ledger is None else ledger.at)
         with contextlib.suppress(OSError):  # the writer is gone: its answer (none) says so
-            _write_all(self._requests, HEADER.pack(*map(len, texts)) + b"".join(texts))
+            _write_all(self._requests, head + b"".join(texts))
 
     def _answered(self) -> None:
         """The writer's answer: the batch is on disk, or it failed."""
         answer = os.read(self._answers, 1 + MAX_MESSAGE * 4)
         assert self._batch is not None
-        pending, waiters = self._batch
+        ledger, waiters = self._batch
         self._batch = None
         refused: dict[int, str] = {}
-        failure = None if answer == b"k" else _writer_error(answer)
-        if failure is None and self._ledger is not None:
-            try:
-                refused = self._ledger.commit(_changes(pending))
-            except Exception as e:
-                failure = e
+        try:
+            refused = self._finish(ledger, answer)
+            failure = None
+        except Exception as e:
+            failure = e
         if failure is not None:
             self._failure = failure
             self._loop.remove_reader(self._answers)
@@ -493,6 +497,17 @@ class Journal:
         _settle(waiters, failure)
         if self._waiters or self._pending_meta:
             self._hand_over()
+
+    def _finish(self, ledger: Writes | None, answer: bytes) -> dict[int, str]:
+        """Raises the writer's failure; else finishes the ledger's half of the commit
+        (claims the writer left out are judged here) and returns the rows refused."""
+        if answer[:1] != b"k":
+            if self._ledger is not None:
+                self._ledger.lost()
+            raise _writer_error(answer)
+        if ledger is None or self._ledger is None:
+            return {}
+        return self._ledger.written(ledger, *ANSWER.unpack(answer[1:]))
 
     def _write(self, pending: dict[int, tuple[Any, ...] | None], meta: dict[str, Any]
                ) -> None:
@@ -532,11 +547,10 @@ class Journal:
         self._writer = None
         if self._batch is not None and self._failure is None:
             # The loop ended (cancelled) before the writer's answer came: it is in the pipe,
-            # if the batch landed, and the ledger's half of that commit is still to write.
-            pending, _ = self._batch
+            # and the ledger's half of that commit is still to finish.
+            ledger, _ = self._batch
             self._batch = None
-            if os.read(self._answers, 1 + MAX_MESSAGE * 4) == b"k" and self._ledger is not None:
-                self._ledger.commit(_changes(pending))
+            self._finish(ledger, os.read(self._answers, 1 + MAX_MESSAGE * 4))
         os.close(self._answers)
 
     def close(self) -> None:

@@ -38,6 +38,7 @@ import orjson
 
 from .errors import UsageError
 from .journal import is_running, journal_rows, maybe_engaged
+from .journal_writer import write
 from .mapper import Request, RowError, identity
 from .options import Matching
 
@@ -158,11 +159,23 @@ Looked = tuple[list[str], list[Found]]
 # A claim (``sending``) is written only where no entry is; an engagement (``ok``) only over
 # this run's own entry, or where none is. ("WHERE true": SQLite's rule for an upsert from a
 # SELECT.)
-_CLAIM_OR_ENGAGE = (
-    "INSERT INTO entries SELECT ?, ?, json_extract(value, '$[0]'), json_extract(value, '$[2]'), "
-    "?, json_extract(value, '$[1]'), ? FROM json_each(?) WHERE true ON CONFLICT DO UPDATE "
-    "SET state = 'ok', at = excluded.at "
-    "WHERE excluded.state = 'ok' AND entries.run = excluded.run")
+class Writes(NamedTuple):
+    """One group commit's writes to the ledger (``Ledger.writes``)."""
+
+    claims: list[tuple[int, str, Entry | None]]
+    """Row, key, and what the ledger held for it at the look-up."""
+    fresh: int
+    """How many of the claims met no entry at their look-up: ``upserts`` makes them."""
+    upserts: list[tuple[str, int, str]]
+    """Key, row, state: the fresh claims, then the engagements."""
+    dropped: list[str]
+    """This run's claims that engaged nobody."""
+    at: float
+
+    def texts(self) -> tuple[bytes, bytes]:
+        """``upserts`` and ``dropped`` as ``journal_writer.write`` takes them."""
+        return (orjson.dumps(self.upserts) if self.upserts else b"",
+                orjson.dumps(self.dropped) if self.dropped else b"")
 
 
 def _fetch(db: sqlite3.Connection, workflow_id: int, kind: str, keys: list[str]
@@ -235,7 +248,8 @@ class Ledger:
         """Looks rows up on a connection of its own, while the next ones are read."""
         self._looker_db: sqlite3.Connection | None = None
         self._commit_db: sqlite3.Connection | None = None
-        """The group commits' own connection, in the journal's writer thread."""
+        """For the group commits written in this process, and the claims judged one by one
+        (``written``); the journal's writer process has its own."""
 
     def close(self) -> None:
         try:
@@ -336,13 +350,11 @@ class Ledger:
 
     # --- writing, inside the journal's group commit -------------------------------------------
 
-    def commit(self, changes: Iterable[tuple[int, str | None, str]]) -> dict[int, str]:
-        """Apply one group commit's row changes, each a row, its state (``sending``, ``ok``,
-        another final state, or ``None``: the request was not acted on) and error code.
-
-        Returns the rows whose claim another run won, with skipped.csv's detail saying which
-        run: they must not be sent.
-        """
+    def writes(self, changes: Iterable[tuple[int, str | None, str]]) -> Writes | None:
+        """One group commit's row changes, each a row, its state (``sending``, ``ok``,
+        another final state, or ``None``: the request was not acted on) and error code, as
+        the writes they make; ``None`` when they make none. ``write`` writes them, or the
+        journal's writer process, then ``written`` finishes them."""
         claims: list[tuple[int, str, Entry | None]] = []
         engaged: list[tuple[int, str]] = []
         dropped: list[str] = []
@@ -362,44 +374,67 @@ class Ledger:
                     if state is None:  # a retry will claim it again
                         self._seen[row] = (key, None)
         if not (claims or engaged or dropped):
+            return None
+        # The common case is one statement over a JSON text, a transaction of its own:
+        # claims on profiles nobody held at their look-up, and this run's engagements. A
+        # claim that meets an entry after all is left out, and the count of rows written
+        # says so.
+        fresh = [(key, row, SENDING) for row, key, seen in claims if seen is None]
+        return Writes(claims, len(fresh), fresh + [(key, row, OK) for row, key in engaged],
+                      dropped, now())
+
+    @property
+    def scope(self) -> tuple[int, str, int]:
+        """Whose entries this run writes: workflow, kind of identifier, run."""
+        return self.workflow_id, self.kind, self._run_id
+
+    def commit(self, changes: Iterable[tuple[int, str | None, str]]) -> dict[int, str]:
+        """``writes``, ``write`` and ``written`` in one, in this process.
+
+        Returns the rows whose claim another run won, with skipped.csv's detail saying which
+        run: they must not be sent.
+        """
+        writes = self.writes(changes)
+        if writes is None:
             return {}
-        at = now()
-        refused: dict[int, str] = {}
-        if self._commit_db is None:  # see the module's docstring for NORMAL
-            self._commit_db = self._thread_connection("PRAGMA synchronous=NORMAL")
-        db = self._commit_db
+        db = self._commit_connection()
         try:
-            # The common case is one statement over a JSON text, a transaction of its own
-            # (the writer thread wins the interpreter lock back after each SQLite step, from
-            # a busy loop): claims on profiles nobody held at their look-up, and this run's
-            # engagements. A claim that meets an entry after all is left out, and the count
-            # of rows written says so.
-            fresh = [(key, row, SENDING) for row, key, seen in claims if seen is None]
-            written = fresh + [(key, row, OK) for row, key in engaged]
-            short = False
-            if written:
-                done = db.execute(_CLAIM_OR_ENGAGE, (
-                    self.workflow_id, self.kind, self._run_id, at, orjson.dumps(written).decode()))
-                short = done.rowcount < len(written)
-            if claims and (len(fresh) < len(claims) or short):
-                # IMMEDIATE takes the write lock first: no other run's claim lands between
-                # the look at what is held and the writes.
-                db.execute("BEGIN IMMEDIATE")
-                refused = self._claim(db, claims, at)
-                db.execute("COMMIT")
-            else:
-                self._claimed.update((row, key) for row, key, _ in claims)
-            if dropped:
-                db.execute(
-                    "DELETE FROM entries WHERE workflow_id = ? AND kind = ? AND run = ? "
-                    "AND state = 'sending' AND identifier IN (SELECT value FROM json_each(?))",
-                    (self.workflow_id, self.kind, self._run_id, orjson.dumps(dropped).decode()))
+            count = write(db, self.scope, writes.at, *(text.decode() for text in writes.texts()))
         except BaseException:
-            self._healthy = False
+            self.lost()
+            raise
+        return self.written(writes, count)
+
+    def written(self, writes: Writes, count: int) -> dict[int, str]:
+        """After ``write`` (``count``: the rows its upsert wrote), the claims it left out,
+        each judged against what the ledger holds now. Returns the rows refused."""
+        claims = writes.claims
+        if not claims or (writes.fresh == len(claims) and count == len(writes.upserts)):
+            self._claimed.update((row, key) for row, key, _ in claims)
+            return {}
+        db = self._commit_connection()
+        try:
+            # IMMEDIATE takes the write lock first: no other run's claim lands between the
+            # look at what is held and the writes.
+            db.execute("BEGIN IMMEDIATE")
+            refused = self._claim(db, claims, writes.at)
+            db.execute("COMMIT")
+        except BaseException:
+            self.lost()
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
         return refused
+
+    def lost(self) -> None:
+        """A commit's writes may not all have reached the ledger: the run stays open, for
+        the next run that opens the ledger to replay from the journal."""
+        self._healthy = False
+
+    def _commit_connection(self) -> sqlite3.Connection:
+        if self._commit_db is None:  # see the module's docstring for NORMAL
+            self._commit_db = self._thread_connection("PRAGMA synchronous=NORMAL")
+        return self._commit_db
 
     def _claim(self, db: sqlite3.Connection, claims: list[tuple[int, str, Entry | None]],
                at: float) -> dict[int, str]:

@@ -26,11 +26,14 @@ from batch_engage.journal import (
     Journal,
     RowState,
     RunLock,
+    WriterError,
+    _writer_error,
     check_options,
     is_running,
     maybe_engaged,
     stored_options,
 )
+from batch_engage.ledger import Ledger
 
 FIXED: dict[str, Any] = {"workflow_id": 7, "matching": "email", "phone_region": None,
                          "columns": {"Почта": "email"}, "allow_duplicates": False}
@@ -331,6 +334,63 @@ def test_the_writer_is_a_process_of_its_own_that_ends_with_the_run(tmp_path: Pat
     assert pid != os.getpid()
     assert writer.returncode == 0
     assert [r[:2] for r in on_disk(path)] == [(2, "sending")]
+
+
+def test_a_writer_that_dies_stops_the_run_at_its_next_mark_with_how_to_go_on(
+    tmp_path: Path
+) -> None:
+    path, _ = begun(tmp_path)
+
+    async def mark() -> None:
+        with journal_in(tmp_path) as journal:
+            await journal.start()
+            await journal.sending(2, "a@example.com")
+            assert journal._writer is not None
+            journal._writer.kill()
+            with pytest.raises(WriterError, match=r"ended unexpectedly.*--resume continues it"):
+                await asyncio.wait_for(journal.sending(3, "b@example.com"), 5)
+            with pytest.raises(WriterError):
+                await journal.sending(4, "c@example.com")
+            with pytest.raises(WriterError):
+                await journal.stop()
+
+    asyncio.run(mark())
+    assert [r[:2] for r in on_disk(path)] == [(2, "sending")]
+
+
+def test_a_run_ended_before_the_writers_answer_still_writes_that_commits_ledger_half(
+    tmp_path: Path
+) -> None:
+    """A run whose loop is cancelled while a commit is on its way (a library caller's
+    Ctrl-C): the journal's rows landed, so the ledger's claims on them must land too."""
+    path, _ = begun(tmp_path)
+    ledger = Ledger(tmp_path / "l.sqlite", workflow_id=1, kind="email", days=None,
+                    run=tmp_path)
+    ledger.expect(2, "a@example.com", None)
+    journal = Journal(path, ledger)
+
+    async def mark() -> None:
+        await journal.start()
+        marking = asyncio.create_task(journal.sending(2, "a@example.com"))
+        while journal._batch is None:  # handed to the writer, its answer not yet read
+            await asyncio.sleep(0)
+        marking.cancel()
+
+    asyncio.run(mark())
+    journal.close()
+    ledger.close()
+    assert [r[:2] for r in on_disk(path)] == [(2, "sending")]
+    with closing(sqlite3.connect(tmp_path / "l.sqlite")) as db:
+        assert db.execute("SELECT identifier, state FROM entries").fetchall() == [
+            ("a@example.com", "sending")]
+
+
+def test_an_error_sqlite_does_not_name_comes_back_as_the_writers(tmp_path: Path) -> None:
+    assert str(_writer_error(b'e{"type": "MemoryError", "message": "out"}')) == (
+        "MemoryError: out")
+    failure = _writer_error(b'e{"type": "OperationalError", "message": "disk is full"}')
+    assert isinstance(failure, sqlite3.OperationalError)
+    assert str(failure) == "disk is full"
 
 
 def test_a_row_cancelled_while_it_waits_for_the_commit_cancels_no_other(

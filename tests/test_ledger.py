@@ -24,7 +24,7 @@ import pytest
 from batch_engage import Matching, RunControl, RunOptions, Secret, UsageError, run
 from batch_engage import ledger as ledger_module
 from batch_engage.journal import JOURNAL_NAME
-from batch_engage.ledger import Ledger, describe, forget
+from batch_engage.ledger import Ledger, Writes, describe, forget
 from batch_engage.mapper import Request
 from batch_engage.mock_server import MockConfig, serve_in_thread
 from batch_engage.sender import Answer, Unanswered
@@ -631,11 +631,11 @@ def test_a_refused_claim_ends_the_row_in_skipped_csv_without_a_request(tmp_path:
     ledger = tmp_path / "l.sqlite"
     data = emails(tmp_path / "in.csv", "a@example.com", "b@example.com")
     other = Ledger(ledger, workflow_id=1, kind="email", days=None, run=tmp_path / "other")
-    original = Ledger.commit
+    original = Ledger.writes
     other_claimed: list[bool] = []
 
     def other_claims_first(ledger: Ledger, changes: Iterable[tuple[int, str | None, str]]
-                           ) -> dict[int, str]:
+                           ) -> Writes | None:
         changes = list(changes)
         if ledger is not other and (3, "sending", "") in changes and not other_claimed:
             other_claimed.append(True)
@@ -645,7 +645,7 @@ def test_a_refused_claim_ends_the_row_in_skipped_csv_without_a_request(tmp_path:
 
     sent: list[str] = []
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Ledger, "commit", other_claims_first)
+        patch.setattr(Ledger, "writes", other_claims_first)
         summary = run(nightly(data, tmp_path / "out", ledger, max_in_flight=1),
                       transport=recording(sent))
     other.close()

@@ -352,7 +352,7 @@ class Journal:
 
     def hashed(self, fingerprint: Fingerprint) -> None:
         """The input's hash, once read; durable with the next commit. During the run that
-        commit is the writer thread's, asked for now."""
+        commit is the writer process's, asked for now."""
         assert fingerprint.sha256 is not None
         if self._writer is None:
             self.set_meta("input_sha256", fingerprint.sha256)
@@ -421,8 +421,8 @@ class Journal:
             ledger = [] if self._ledger is None else [
                 str(self._ledger.path), *map(str, self._ledger.scope)]
             self._writer = subprocess.Popen(
-                [sys.executable, "-I", "-S", _WRITER, str(self.path), str(requests),
-                 str(answers), *ledger],
+                [sys.executable, "-I", "-S", _WRITER, str(os.getpid()), str(self.path),
+                 str(requests), str(answers), *ledger],
                 stdin=subprocess.DEVNULL, pass_fds=(requests, answers),
                 start_new_session=True)
         finally:
@@ -550,7 +550,11 @@ class Journal:
             # and the ledger's half of that commit is still to finish.
             ledger, _ = self._batch
             self._batch = None
-            self._finish(ledger, os.read(self._answers, 1 + MAX_MESSAGE * 4))
+            answer = os.read(self._answers, 1 + MAX_MESSAGE * 4)
+            if answer[:1] == b"k":
+                self._finish(ledger, answer)
+            elif self._ledger is not None:  # nobody waits for it: the next run replays it
+                self._ledger.lost()
         os.close(self._answers)
 
     def close(self) -> None:

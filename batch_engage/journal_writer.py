@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import struct
 import sys
@@ -120,12 +121,26 @@ def serve(path: str, requests: int, answers: int,
             ledger_db.close()
 
 
+def die_with(parent: int) -> None:
+    """End when the run's process does, a kill too, as a thread of it would: a commit it
+    made after the kill could only mark rows whose requests never left. Linux only; where
+    the run ends otherwise, the writer reads the end of its batches and ends."""
+    if sys.platform == "linux":
+        import ctypes  # noqa: PLC0415 (only here: a few milliseconds of start-up)
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the line above
+        sys.exit(1)
+
+
 def main(argv: list[str]) -> None:
-    """``journal_writer.py JOURNAL REQUESTS ANSWERS [LEDGER WORKFLOW_ID KIND RUN_ID]``"""
+    """``journal_writer.py PARENT JOURNAL REQUESTS ANSWERS [LEDGER WORKFLOW_ID KIND RUN_ID]``"""
+    die_with(int(argv[0]))
     ledger = None
-    if len(argv) > 3:
-        ledger = (argv[3], (int(argv[4]), argv[5], int(argv[6])))
-    serve(argv[0], int(argv[1]), int(argv[2]), ledger)
+    if len(argv) > 4:
+        ledger = (argv[4], (int(argv[5]), argv[6], int(argv[7])))
+    serve(argv[1], int(argv[2]), int(argv[3]), ledger)
 
 
 if __name__ == "__main__":

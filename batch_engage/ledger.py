@@ -10,7 +10,10 @@ never both send to one profile.
 The run's journal is written first, the ledger second, in the same group commit, and a
 request leaves only after both are written. So a ``sending`` entry always has its row in the
 journal of the run named beside it, and a later run can ask that journal what became of it:
-engaged, failed (send again), or unknown (a kill while the request was on its way).
+engaged, failed (send again), or unknown (a kill while the request was on its way). While a
+run sends, both halves are the journal's writer process's (``journal_writer``); the run makes
+each commit's writes ready (``Ledger.writes``) and judges the claims that met another run's
+entry (``Ledger.written``).
 
 The journal is what is made durable (fsync) at each commit; the ledger is not, as a second
 fsync per commit cost a quarter of the sending rate. Instead a run is marked open in the
@@ -314,8 +317,8 @@ class Ledger:
                                    None if detail else self._cutoff())
 
     def _thread_connection(self, pragma: str) -> sqlite3.Connection:
-        """A connection of the looking or the writing thread's own, made there and closed
-        by ``close`` in the run's thread."""
+        """A connection for the looking thread, or for the run's own writes (``commit``,
+        ``written``); closed by ``close`` in the run's thread."""
         db = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
                              check_same_thread=False)
         db.execute(pragma)

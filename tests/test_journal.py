@@ -6,9 +6,12 @@ import asyncio
 import fcntl
 import hashlib
 import os
+import signal
 import sqlite3
 import stat
 import subprocess
+import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -334,6 +337,59 @@ def test_the_writer_is_a_process_of_its_own_that_ends_with_the_run(tmp_path: Pat
     assert pid != os.getpid()
     assert writer.returncode == 0
     assert [r[:2] for r in on_disk(path)] == [(2, "sending")]
+
+
+_HOLDS_A_WRITER = """
+import asyncio, sys
+from pathlib import Path
+from batch_engage.journal import Journal
+
+async def main():
+    journal = Journal(Path(sys.argv[1]))
+    await journal.start()
+    await journal.sending(2, "a@example.com")
+    print(journal._writer.pid, flush=True)
+    sys.stdin.readline()
+    marking = asyncio.create_task(journal.sending(3, "b@example.com"))
+    await asyncio.sleep(0.1)
+    print("handed over", flush=True)
+    await marking
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent's death signal is Linux's")
+def test_a_kill_of_the_run_ends_its_writer_too(tmp_path: Path) -> None:
+    """As a thread would: a commit the writer waits to make does not land after the kill."""
+    path, _ = begun(tmp_path)
+    holder = sqlite3.connect(path, isolation_level=None)
+    with subprocess.Popen([sys.executable, "-c", _HOLDS_A_WRITER, str(path)],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as run:
+        assert run.stdin is not None
+        assert run.stdout is not None
+        writer = int(run.stdout.readline())
+        holder.execute("BEGIN IMMEDIATE")  # the next commit waits for this lock
+        run.stdin.write("go\n")
+        run.stdin.flush()
+        assert run.stdout.readline() == "handed over\n"
+        os.kill(run.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while _alive(writer) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _alive(writer)
+    holder.execute("COMMIT")
+    holder.close()
+    assert [r[:2] for r in on_disk(path)] == [(2, "sending")]
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs: gone, or a zombie nobody reaped (its parent is dead)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_a_writer_that_dies_stops_the_run_at_its_next_mark_with_how_to_go_on(

@@ -2,7 +2,8 @@
 
 A run started over a pipe (``Journal.start``) sends each group commit here as JSON texts
 (the journal's, then the ``--ledger``'s) and waits for the answer: ``k`` and a count, the
-batch is on disk; ``e`` and a JSON object naming the error, and the writer has ended.
+batch is on disk; ``e`` and a JSON object naming the error, and the writer has ended. Its
+first answer, ``r``, says it is ready for batches; the run commits itself until then.
 
 In the run's own process a commit and its sync cost the sending loop either their time (in
 the loop's thread) or the interpreter lock (in another thread, which must win it back from
@@ -41,6 +42,8 @@ _DROP = ("DELETE FROM entries WHERE workflow_id = ? AND kind = ? AND run = ? "
 HEADER = struct.Struct("<IIIIId")
 """A batch's head: the byte lengths of its JSON texts (an empty one is none): the journal's
 rows, deletions and meta values, the ledger's upserts and drops; and the ledger's time."""
+READY = b"r"
+"""The first answer: connected, batches welcome."""
 ANSWER = struct.Struct("<q")
 """After ``k``: how many rows the ledger's upsert wrote."""
 BUSY_TIMEOUT_S = 60.0
@@ -98,6 +101,7 @@ def serve(path: str, requests: int, answers: int,
     db = connect(path)
     ledger_db = None if ledger is None else connect(ledger[0])
     wal = os.open(f"{path}-wal", os.O_RDONLY | os.O_CREAT, 0o644)
+    os.write(answers, READY)
     try:
         with os.fdopen(requests, "rb") as batches:
             while len(head := batches.read(HEADER.size)) == HEADER.size:

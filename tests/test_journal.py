@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from batch_engage import UsageError
+from batch_engage import journal as journal_module
 from batch_engage.journal import (
     JOURNAL_NAME,
     LOCK_NAME,
@@ -55,6 +56,13 @@ def journal_in(folder: Path) -> Iterator[Journal]:
         yield journal
     finally:
         journal.close()
+
+
+async def started(journal: Journal) -> None:
+    """The journal's writer started and ready: commits are its own from now on."""
+    await journal.start()
+    while not journal._ready:
+        await asyncio.sleep(0.005)
 
 
 def begun(tmp_path: Path, data: bytes = b"email\na@example.com\n") -> tuple[Path, Fingerprint]:
@@ -234,7 +242,7 @@ def test_states_are_every_known_row_in_row_order(tmp_path: Path) -> None:
 
     async def write() -> None:
         with journal_in(tmp_path) as journal:
-            await journal.start()
+            await started(journal)
             journal.record(ok(9, "z@example.com"))
             journal.record(uncertain)
             await journal.sending(5, "e@example.com")
@@ -255,7 +263,7 @@ def test_a_row_is_on_disk_as_sending_when_sending_returns(tmp_path: Path) -> Non
 
     async def mark() -> None:
         with journal_in(tmp_path) as journal:
-            await journal.start()
+            await started(journal)
             await journal.sending(2, "a@example.com")
             assert on_disk(path) == [(2, "sending", "a@example.com", 0, None, "", "", "")]
             await journal.sending(3, "b@example.com")
@@ -272,7 +280,7 @@ def test_results_ride_along_with_the_next_commit_and_forget_removes_a_row(
 
     async def write() -> None:
         with journal_in(tmp_path) as journal:
-            await journal.start()
+            await started(journal)
             await journal.sending(2, "a@example.com")
             await journal.sending(3, "b@example.com")
             journal.record(ok(2, "a@example.com"))
@@ -301,7 +309,7 @@ def test_the_loop_goes_on_while_a_commit_waits_and_later_marks_form_the_next(
 
     async def mark() -> None:
         with journal_in(tmp_path) as journal:
-            await journal.start()
+            await started(journal)
             holder.execute("BEGIN IMMEDIATE")
             first = asyncio.create_task(journal.sending(2, "a@example.com"))
             await asyncio.sleep(0.2)  # the loop runs on while the first commit waits
@@ -318,12 +326,38 @@ def test_the_loop_goes_on_while_a_commit_waits_and_later_marks_form_the_next(
     holder.close()
 
 
+def test_marks_made_while_the_writer_starts_are_committed_by_the_run_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's first request does not wait for the writer process to start."""
+    path, _ = begun(tmp_path)
+    slow = tmp_path / "slow_writer.py"
+    slow.write_text("import runpy, time\ntime.sleep(0.5)\n"
+                    f"runpy.run_path({journal_module._WRITER!r}, run_name='__main__')\n")
+    monkeypatch.setattr(journal_module, "_WRITER", str(slow))
+
+    async def mark() -> None:
+        with journal_in(tmp_path) as journal:
+            await journal.start()
+            await asyncio.wait_for(journal.sending(2, "a@example.com"), 0.4)
+            assert not journal._ready
+            assert [r[:2] for r in on_disk(path)] == [(2, "sending")]
+            journal.record(ok(2, "a@example.com"))
+            while not journal._ready:
+                await asyncio.sleep(0.01)
+            await journal.sending(3, "b@example.com")
+            await journal.stop()
+
+    asyncio.run(mark())
+    assert [r[:2] for r in on_disk(path)] == [(2, "ok"), (3, "sending")]
+
+
 def test_the_writer_is_a_process_of_its_own_that_ends_with_the_run(tmp_path: Path) -> None:
     path, _ = begun(tmp_path)
 
     async def mark() -> tuple[int, subprocess.Popen[bytes]]:
         with journal_in(tmp_path) as journal:
-            await journal.start()
+            await started(journal)
             await journal.sending(2, "a@example.com")
             writer = journal._writer
             assert writer is not None
@@ -345,6 +379,8 @@ from batch_engage.journal import Journal
 async def main():
     journal = Journal(Path(sys.argv[1]))
     await journal.start()
+    while not journal._ready:
+        await asyncio.sleep(0.005)
     await journal.sending(2, "a@example.com")
     print(journal._writer.pid, flush=True)
     sys.stdin.readline()
@@ -397,7 +433,7 @@ def test_a_writer_that_dies_stops_the_run_at_its_next_mark_with_how_to_go_on(
 
     async def mark() -> None:
         with journal_in(tmp_path) as journal:
-            await journal.start()
+            await started(journal)
             await journal.sending(2, "a@example.com")
             assert journal._writer is not None
             journal._writer.kill()
@@ -424,7 +460,7 @@ def test_a_run_ended_before_the_writers_answer_still_writes_that_commits_ledger_
     journal = Journal(path, ledger)
 
     async def mark() -> None:
-        await journal.start()
+        await started(journal)
         marking = asyncio.create_task(journal.sending(2, "a@example.com"))
         while journal._batch is None:  # handed to the writer, its answer not yet read
             await asyncio.sleep(0)
@@ -455,7 +491,7 @@ def test_a_row_cancelled_while_it_waits_for_the_commit_cancels_no_other(
 
     async def mark() -> None:
         with journal_in(tmp_path) as journal:
-            await journal.start()
+            await started(journal)
             cancelled = asyncio.create_task(journal.sending(2, "a@example.com"))
             kept = asyncio.create_task(journal.sending(3, "b@example.com"))
             await asyncio.sleep(0)  # both marks are made, in one batch
@@ -487,7 +523,7 @@ def test_a_failed_commit_fails_every_row_waiting_on_it_and_every_later_one(
 
     async def write() -> None:
         with closing(Journal(path)) as journal:
-            await journal.start()
+            await started(journal)
             journal.record(unwritable(2))
             with pytest.raises(sqlite3.IntegrityError):
                 await asyncio.wait_for(journal.sending(3, "c@example.com"), 5)
@@ -505,7 +541,7 @@ def test_stopping_reports_a_failed_commit_of_results_alone(tmp_path: Path) -> No
 
     async def write() -> None:
         with closing(Journal(path)) as journal:
-            await journal.start()
+            await started(journal)
             journal.record(ok(2, "a@example.com"))
             journal.record(unwritable(3))
             with pytest.raises(sqlite3.IntegrityError):

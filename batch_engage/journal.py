@@ -438,12 +438,17 @@ class Journal:
         first), or ``None``."""
         if self._failure is not None:
             raise self._failure
-        self._pending[row] = (row, SENDING, identifier, 0, None, "", "", "")
+        self._pending[row] = mark = (row, SENDING, identifier, 0, None, "", "", "")
         # A future of its own, so that a cancelled row (a stop) cancels no one else's wait.
         durable = self._loop.create_future()
         self._waiters.append(durable)
         self._commit_soon()
-        await durable
+        try:
+            await durable
+        except BaseException:
+            if self._pending.get(row) is mark:  # not handed over: its request never leaves
+                del self._pending[row]
+            raise
         return self._refused.pop(row, None)
 
     def record(self, result: RowState) -> None:

@@ -352,6 +352,32 @@ def test_marks_made_while_the_writer_starts_are_committed_by_the_run_itself(
     assert [r[:2] for r in on_disk(path)] == [(2, "ok"), (3, "sending")]
 
 
+def test_a_row_cancelled_before_its_mark_is_handed_over_is_never_written(
+    tmp_path: Path
+) -> None:
+    """A stop while the writer holds the commit before: the row's request never leaves,
+    so it is not marked as on its way either (a resume sends it, not calls it uncertain)."""
+    path, _ = begun(tmp_path)
+    holder = sqlite3.connect(path, isolation_level=None)
+
+    async def mark() -> None:
+        with journal_in(tmp_path) as journal:
+            await started(journal)
+            holder.execute("BEGIN IMMEDIATE")
+            first = asyncio.create_task(journal.sending(2, "a@example.com"))
+            await asyncio.sleep(0.1)
+            second = asyncio.create_task(journal.sending(3, "b@example.com"))
+            await asyncio.sleep(0.1)
+            second.cancel()
+            holder.execute("COMMIT")
+            await asyncio.wait_for(first, 5)
+            await journal.stop()
+
+    asyncio.run(mark())
+    holder.close()
+    assert [r[:2] for r in on_disk(path)] == [(2, "sending")]
+
+
 def test_the_writer_is_a_process_of_its_own_that_ends_with_the_run(tmp_path: Path) -> None:
     path, _ = begun(tmp_path)
 
@@ -417,6 +443,40 @@ def test_a_kill_of_the_run_ends_its_writer_too(tmp_path: Path) -> None:
     assert [r[:2] for r in on_disk(path)] == [(2, "sending")]
 
 
+_CTRL_C = """
+import asyncio, os, signal, sys
+from pathlib import Path
+from batch_engage.journal import Journal
+
+async def main():
+    journal = Journal(Path(sys.argv[1]))
+    await journal.start()
+    while not journal._ready:
+        await asyncio.sleep(0.005)
+    await journal.sending(2, "a@example.com")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run handles its Ctrl-C: a stop
+    os.killpg(os.getpgid(0), signal.SIGINT)  # what the terminal sends
+    await asyncio.sleep(0.2)
+    await journal.sending(3, "b@example.com")
+    await journal.stop()
+    journal.close()
+
+asyncio.run(main())
+"""
+
+
+def test_a_ctrl_c_at_the_terminal_is_the_runs_and_leaves_its_writer_writing(
+    tmp_path: Path
+) -> None:
+    """The terminal sends SIGINT to its whole foreground group: the writer, in a session
+    of its own, is not in it, and commits what the stopping run still writes."""
+    path, _ = begun(tmp_path)
+    done = subprocess.run([sys.executable, "-c", _CTRL_C, str(path)], capture_output=True,
+                          text=True, timeout=30, start_new_session=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert [r[:2] for r in on_disk(path)] == [(2, "sending"), (3, "sending")]
+
+
 def _alive(pid: int) -> bool:
     """Whether ``pid`` runs: gone, or a zombie nobody reaped (its parent is dead)."""
     try:
@@ -427,7 +487,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_a_writer_that_dies_stops_the_run_at_its_next_mark_with_how_to_go_on(
-    tmp_path: Path
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path, _ = begun(tmp_path)
 
@@ -437,13 +497,28 @@ def test_a_writer_that_dies_stops_the_run_at_its_next_mark_with_how_to_go_on(
             await journal.sending(2, "a@example.com")
             assert journal._writer is not None
             journal._writer.kill()
-            with pytest.raises(WriterError, match=r"ended unexpectedly.*--resume continues it"):
+            journal._writer.wait()
+            with pytest.raises(WriterError) as ended:
                 await asyncio.wait_for(journal.sending(3, "b@example.com"), 5)
+            assert str(ended.value) == (
+                "the journal's writer process ended unexpectedly; the run stopped, and "
+                "--resume continues it")
+            answers = len(heard)
+            await asyncio.sleep(0.1)  # the writer's end is read once, not over and over
+            assert len(heard) == answers
             with pytest.raises(WriterError):
                 await journal.sending(4, "c@example.com")
             with pytest.raises(WriterError):
                 await journal.stop()
 
+    heard: list[None] = []
+    answered = Journal._answered
+
+    def counting(journal: Journal) -> None:
+        heard.append(None)
+        answered(journal)
+
+    monkeypatch.setattr(Journal, "_answered", counting)
     asyncio.run(mark())
     assert [r[:2] for r in on_disk(path)] == [(2, "sending")]
 
@@ -473,6 +548,49 @@ def test_a_run_ended_before_the_writers_answer_still_writes_that_commits_ledger_
     with closing(sqlite3.connect(tmp_path / "l.sqlite")) as db:
         assert db.execute("SELECT identifier, state FROM entries").fetchall() == [
             ("a@example.com", "sending")]
+        # Its half was finished, not lost: the run closed, with nothing left to replay.
+        assert db.execute("SELECT open FROM runs").fetchall() == [(0,)]
+
+
+def ledger_entries(path: Path) -> list[tuple[Any, ...]]:
+    with closing(sqlite3.connect(path)) as db:
+        return db.execute("SELECT identifier, state, row FROM entries ORDER BY row").fetchall()
+
+
+def test_through_the_writer_claims_and_engagements_reach_the_ledger_after_the_journal(
+    tmp_path: Path
+) -> None:
+    path, _ = begun(tmp_path)
+    other = Ledger(tmp_path / "l.sqlite", workflow_id=1, kind="email", days=None,
+                   run=tmp_path / "other")
+    other.expect(9, "c@example.com", None)
+    assert other.commit([(9, "sending", "")]) == {}  # after this run's look-up of it
+    ledger = Ledger(tmp_path / "l.sqlite", workflow_id=1, kind="email", days=None,
+                    run=tmp_path)
+
+    async def mark() -> None:
+        with closing(Journal(path, ledger)) as journal:
+            await started(journal)
+            ledger.expect(2, "a@example.com", None)
+            ledger.expect(3, "b@example.com", None)
+            ledger.expect(4, "c@example.com", None)
+            assert await journal.sending(2, "a@example.com") is None
+            assert await journal.sending(3, "b@example.com") is None
+            assert ledger_entries(tmp_path / "l.sqlite") == [
+                ("a@example.com", "sending", 2), ("b@example.com", "sending", 3),
+                ("c@example.com", "sending", 9)]
+            refused = await journal.sending(4, "c@example.com")
+            assert refused is not None
+            assert refused.startswith(f"the run in {tmp_path / 'other'} was sending")
+            journal.record(ok(2, "a@example.com"))
+            journal.forget(3)  # not acted on: its claim is dropped
+            await journal.stop()
+
+    asyncio.run(mark())
+    ledger.close()
+    other.close()
+    assert ledger_entries(tmp_path / "l.sqlite") == [
+        ("a@example.com", "ok", 2), ("c@example.com", "sending", 9)]
 
 
 def test_an_error_sqlite_does_not_name_comes_back_as_the_writers(tmp_path: Path) -> None:

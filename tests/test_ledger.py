@@ -597,6 +597,58 @@ def test_a_run_whose_commit_failed_is_left_open_for_the_next_run_to_replay(
                           (str(tmp_path / "a"),)).fetchone() == (1,)
 
 
+def test_a_claim_whose_write_fails_while_judged_rolls_back_and_raises_that_failure(
+    tmp_path: Path
+) -> None:
+    path = tmp_path / "l.sqlite"
+    b = Ledger(path, workflow_id=1, kind="email", days=None, run=tmp_path / "b")
+    b.expect(9, "x@example.com", None)
+    b.commit([(9, "sending", "")])
+    b.commit([(9, "ok", "")])
+    b.close()
+    a = Ledger(path, workflow_id=1, kind="email", days=1, run=tmp_path / "a")
+    a.expect(3, "y@example.com", None)
+    assert a.commit([(3, "sending", "")]) == {}  # opens the commit connection
+    assert a._commit_db is not None
+    real = a._commit_db
+    a._commit_db = _FailingWrites(real)  # type: ignore[assignment]
+    a.expect(2, "x@example.com", a.lookup(["x@example.com"])["x@example.com"])
+    with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
+        a.commit([(2, "sending", "")])  # held at its look-up: judged under the write lock
+    assert not real.in_transaction
+    a.close()
+
+
+def test_claims_on_profiles_nobody_held_take_no_write_lock_before_their_one_statement(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a claim on a profile some entry held at its look-up is judged one by one, under
+    the write lock that two runs at once contend for."""
+    path = tmp_path / "l.sqlite"
+    b = Ledger(path, workflow_id=1, kind="email", days=None, run=tmp_path / "b")
+    b.expect(9, "z@example.com", None)
+    b.commit([(9, "sending", "")])
+    b.close()  # killed, say: its claim stays, its journal is gone
+    judged: list[list[int]] = []
+    claim = Ledger._claim
+
+    def judging(ledger: Ledger, db: sqlite3.Connection,
+                claims: list[tuple[int, str, Any]], at: float) -> dict[int, str]:
+        judged.append([row for row, _, _ in claims])
+        return claim(ledger, db, claims, at)
+
+    monkeypatch.setattr(Ledger, "_claim", judging)
+    a = Ledger(path, workflow_id=1, kind="email", days=None, run=tmp_path / "a")
+    a.expect(2, "x@example.com", None)
+    a.expect(3, "y@example.com", None)
+    assert a.commit([(2, "sending", ""), (3, "sending", "")]) == {}
+    assert judged == []
+    a.expect(4, "z@example.com", a.lookup(["z@example.com"])["z@example.com"])
+    assert a.commit([(4, "sending", "")]) == {}  # over b's claim, as seen at the look-up
+    assert judged == [[4]]
+    a.close()
+
+
 # --- two runs at once on one ledger -----------------------------------------------------------
 
 

@@ -131,7 +131,8 @@ def test_a_row_a_kill_left_on_its_way_is_reported_uncertain_and_not_sent_again(
         "email": "c@example.com", "_row": "4", "_stage": "uncertain", "_error": "uncertain",
         "_error_text": UNCERTAIN_TEXT, "_attempts": "1",
     }]
-    assert [r["row"] for r in read_csv(out / "success.csv")] == ["2", "3", "5", "6"]
+    assert sorted((r["row"] for r in read_csv(out / "success.csv")), key=int) == [
+        "2", "3", "5", "6"]
     assert summary.outcomes == {"ok": 4, "uncertain": 1}
     assert summary.errors == {"uncertain": 1}
     assert summary.examples == {"uncertain": UNCERTAIN_TEXT}

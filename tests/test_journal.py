@@ -397,6 +397,12 @@ def test_the_writer_is_a_process_of_its_own_that_ends_with_the_run(tmp_path: Pat
     assert [r[:2] for r in on_disk(path)] == [(2, "sending")]
 
 
+def _this_package() -> dict[str, str]:
+    """The environment for a child process that imports the batch_engage these tests
+    import (under ``make mutate``, the mutated copy)."""
+    return {**os.environ, "PYTHONPATH": str(Path(journal_module.__file__).parents[1])}
+
+
 _HOLDS_A_WRITER = """
 import asyncio, sys
 from pathlib import Path
@@ -425,7 +431,8 @@ def test_a_kill_of_the_run_ends_its_writer_too(tmp_path: Path) -> None:
     path, _ = begun(tmp_path)
     holder = sqlite3.connect(path, isolation_level=None)
     with subprocess.Popen([sys.executable, "-c", _HOLDS_A_WRITER, str(path)],
-                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as run:
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                          env=_this_package()) as run:
         assert run.stdin is not None
         assert run.stdout is not None
         writer = int(run.stdout.readline())
@@ -472,7 +479,8 @@ def test_a_ctrl_c_at_the_terminal_is_the_runs_and_leaves_its_writer_writing(
     of its own, is not in it, and commits what the stopping run still writes."""
     path, _ = begun(tmp_path)
     done = subprocess.run([sys.executable, "-c", _CTRL_C, str(path)], capture_output=True,
-                          text=True, timeout=30, start_new_session=True, check=False)
+                          text=True, timeout=30, start_new_session=True, check=False,
+                          env=_this_package())
     assert done.returncode == 0, done.stderr
     assert [r[:2] for r in on_disk(path)] == [(2, "sending"), (3, "sending")]
 

@@ -38,7 +38,7 @@ import orjson
 
 from . import journal_writer
 from .errors import UsageError
-from .journal_writer import ANSWER, HEADER, MAX_MESSAGE, READY
+from .journal_writer import ANSWER, ANSWER_BYTES, HEADER, READY
 
 if TYPE_CHECKING:
     from .ledger import Ledger, Writes
@@ -287,7 +287,10 @@ def _writer_error(answer: bytes) -> Exception:
     if not answer:
         return WriterError("the journal's writer process ended unexpectedly; the run "
                            "stopped, and --resume continues it")
-    found = json.loads(answer[1:])
+    try:
+        found = json.loads(answer[1:])
+    except ValueError:  # not the writer's answer: a bug, or another process writing
+        return WriterError(f"the journal's writer process answered {answer[:80]!r}")
     kind = getattr(sqlite3, found["type"], None)
     if isinstance(kind, type) and issubclass(kind, sqlite3.Error):
         return kind(found["message"])
@@ -496,7 +499,7 @@ class Journal:
 
     def _answered(self) -> None:
         """The writer's answer: it is ready, or the batch is on disk, or it failed."""
-        answer = os.read(self._answers, 1 + MAX_MESSAGE * 4)
+        answer = os.read(self._answers, ANSWER_BYTES)
         if self._batch is None:  # starting: nothing was handed to it yet
             if answer == READY:
                 self._ready = True
@@ -575,7 +578,7 @@ class Journal:
             # and the ledger's half of that commit is still to finish.
             ledger, _ = self._batch
             self._batch = None
-            answer = os.read(self._answers, 1 + MAX_MESSAGE * 4)
+            answer = os.read(self._answers, ANSWER_BYTES)
             if answer[:1] == b"k":
                 self._finish(ledger, answer)
             elif self._ledger is not None:  # nobody waits for it: the next run replays it

@@ -48,8 +48,11 @@ ANSWER = struct.Struct("<q")
 """After ``k``: how many rows the ledger's upsert wrote."""
 BUSY_TIMEOUT_S = 60.0
 """Another connection holding the journal's write lock: a test, or a reader's checkpoint."""
-MAX_MESSAGE = 2000
-"""An error's message is cut to this: an answer under PIPE_BUF arrives in one read."""
+MAX_MESSAGE = 500
+"""An error's message is cut to this many characters: escaped as JSON (6 bytes each at most)
+the answer stays under PIPE_BUF (4,096 bytes on Linux), written and read whole at once."""
+ANSWER_BYTES = 4096
+"""The most one answer takes: what the run reads at once."""
 
 
 def connect(path: str) -> sqlite3.Connection:

@@ -604,6 +604,7 @@ def test_through_the_writer_claims_and_engagements_reach_the_ledger_after_the_jo
 def test_an_error_sqlite_does_not_name_comes_back_as_the_writers(tmp_path: Path) -> None:
     assert str(_writer_error(b'e{"type": "MemoryError", "message": "out"}')) == (
         "MemoryError: out")
+    assert str(_writer_error(b"zz")) == "the journal's writer process answered b'zz'"
     failure = _writer_error(b'e{"type": "OperationalError", "message": "disk is full"}')
     assert isinstance(failure, sqlite3.OperationalError)
     assert str(failure) == "disk is full"

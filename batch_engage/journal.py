@@ -573,17 +573,19 @@ class Journal:
         os.close(self._requests)  # the writer reads its end, and ends
         self._writer.wait()  # at most the commit it is making
         self._writer = None
-        if self._batch is not None and self._failure is None:
-            # The loop ended (cancelled) before the writer's answer came: it is in the pipe,
-            # and the ledger's half of that commit is still to finish.
-            ledger, _ = self._batch
-            self._batch = None
-            answer = os.read(self._answers, ANSWER_BYTES)
-            if answer[:1] == b"k":
-                self._finish(ledger, answer)
-            elif self._ledger is not None:  # nobody waits for it: the next run replays it
-                self._ledger.lost()
-        os.close(self._answers)
+        try:
+            if self._batch is not None and self._failure is None:
+                # The loop ended (cancelled) before the writer's answer came: it is in the
+                # pipe, and the ledger's half of that commit is still to finish.
+                ledger, _ = self._batch
+                self._batch = None
+                answer = os.read(self._answers, ANSWER_BYTES)
+                if answer[:1] == b"k":
+                    self._finish(ledger, answer)
+                elif self._ledger is not None:  # nobody waits for it: the next run replays
+                    self._ledger.lost()
+        finally:
+            os.close(self._answers)
 
     def close(self) -> None:
         self._end_writer()  # a run that failed before ``stop``

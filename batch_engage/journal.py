@@ -28,7 +28,7 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -483,12 +483,7 @@ class Journal:
             # The writer takes 20-25 ms to start; a run's first marks are committed here
             # meanwhile (0.2 ms each, in the loop's thread), so its first request need not
             # wait for it.
-            try:
-                self._refused.update(self._write(pending, meta))
-            except Exception as e:
-                self._fail(e, waiters)
-                return
-            _settle(waiters, None)
+            self._landed(waiters, lambda: self._write(pending, meta))
             return
         ledger = None if self._ledger is None else self._ledger.writes(_changes(pending))
         texts = (*_texts(pending, meta), *((b"", b"") if ledger is None else ledger.texts()))
@@ -508,14 +503,21 @@ class Journal:
             return
         ledger, waiters = self._batch
         self._batch = None
+        if self._landed(waiters, lambda: self._finish(ledger, answer)) and (
+                self._waiters or self._pending_meta):
+            self._hand_over()
+
+    def _landed(self, waiters: list[asyncio.Future[None]],
+                land: Callable[[], dict[int, str]]) -> bool:
+        """Finish a commit (``land`` returns the rows whose ledger claim another run won)
+        and let its marks go on; or fail them, and every later one."""
         try:
-            self._refused.update(self._finish(ledger, answer))
+            self._refused.update(land())
         except Exception as e:
             self._fail(e, waiters)
-            return
+            return False
         _settle(waiters, None)
-        if self._waiters or self._pending_meta:
-            self._hand_over()
+        return True
 
     def _fail(self, failure: Exception, waiters: list[asyncio.Future[None]]) -> None:
         """No later commit will come: every mark waiting fails, and every later one."""

@@ -403,17 +403,24 @@ def _this_package() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(Path(journal_module.__file__).parents[1])}
 
 
-_HOLDS_A_WRITER = """
-import asyncio, sys
+_CHILD = """
+import asyncio, os, signal, sys
 from pathlib import Path
 from batch_engage.journal import Journal
 
-async def main():
+async def started_and_marked():
     journal = Journal(Path(sys.argv[1]))
     await journal.start()
     while not journal._ready:
         await asyncio.sleep(0.005)
     await journal.sending(2, "a@example.com")
+    return journal
+"""
+"""A run's process in a test: its journal's writer ready, and row 2 marked."""
+
+_HOLDS_A_WRITER = _CHILD + """
+async def main():
+    journal = await started_and_marked()
     print(journal._writer.pid, flush=True)
     sys.stdin.readline()
     marking = asyncio.create_task(journal.sending(3, "b@example.com"))
@@ -450,17 +457,9 @@ def test_a_kill_of_the_run_ends_its_writer_too(tmp_path: Path) -> None:
     assert [r[:2] for r in on_disk(path)] == [(2, "sending")]
 
 
-_CTRL_C = """
-import asyncio, os, signal, sys
-from pathlib import Path
-from batch_engage.journal import Journal
-
+_CTRL_C = _CHILD + """
 async def main():
-    journal = Journal(Path(sys.argv[1]))
-    await journal.start()
-    while not journal._ready:
-        await asyncio.sleep(0.005)
-    await journal.sending(2, "a@example.com")
+    journal = await started_and_marked()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run handles its Ctrl-C: a stop
     os.killpg(os.getpgid(0), signal.SIGINT)  # what the terminal sends
     await asyncio.sleep(0.2)

@@ -539,17 +539,21 @@ def test_a_request_not_acted_on_frees_its_claim_and_its_retry_claims_again(
     a.close()
 
 
+def engaged_by_another_run(path: Path, run: Path, key: str) -> None:
+    other = Ledger(path, workflow_id=1, kind="email", days=None, run=run)
+    other.expect(9, key, None)
+    other.commit([(9, "sending", "")])
+    other.commit([(9, "ok", "")])
+    other.close()
+
+
 def test_a_claim_over_an_entry_seen_at_the_look_up_replaces_it_as_on_its_way(
     tmp_path: Path
 ) -> None:
     """A claim over the entry its look-up saw (in a run: an engagement older than
     --ledger-days) goes the careful way, as an entry was there; a failure frees it again."""
     path = tmp_path / "l.sqlite"
-    b = Ledger(path, workflow_id=1, kind="email", days=None, run=tmp_path / "b")
-    b.expect(5, "x@example.com", None)
-    b.commit([(5, "sending", "")])
-    b.commit([(5, "ok", "")])
-    b.close()
+    engaged_by_another_run(path, tmp_path / "b", "x@example.com")
     a = Ledger(path, workflow_id=1, kind="email", days=None, run=tmp_path / "a")
     seen = a.lookup(["x@example.com"])["x@example.com"]
     a.expect(2, "x@example.com", seen)
@@ -601,11 +605,7 @@ def test_a_claim_whose_write_fails_while_judged_rolls_back_and_raises_that_failu
     tmp_path: Path
 ) -> None:
     path = tmp_path / "l.sqlite"
-    b = Ledger(path, workflow_id=1, kind="email", days=None, run=tmp_path / "b")
-    b.expect(9, "x@example.com", None)
-    b.commit([(9, "sending", "")])
-    b.commit([(9, "ok", "")])
-    b.close()
+    engaged_by_another_run(path, tmp_path / "b", "x@example.com")
     a = Ledger(path, workflow_id=1, kind="email", days=1, run=tmp_path / "a")
     a.expect(3, "y@example.com", None)
     assert a.commit([(3, "sending", "")]) == {}  # opens the commit connection

@@ -7,7 +7,7 @@ import concurrent.futures
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Generator, Iterator
+from collections.abc import Callable, Coroutine, Generator, Iterable, Iterator
 from contextlib import AsyncExitStack, ExitStack, closing, contextmanager
 from datetime import UTC, datetime
 from functools import partial
@@ -262,7 +262,7 @@ def _dry_run(job: _Run, table: Table, progress: Progress) -> Summary:
         try:
             _dry_rows(job, LookedUp(
                 job.mapped(chain([first], records), mapper, skipped, progress), ledger,
-                detail=False),
+                counting=True),
                 failed=failed, requests=requests, progress=progress)
         finally:
             if ledger is not None:
@@ -271,7 +271,7 @@ def _dry_run(job: _Run, table: Table, progress: Progress) -> Summary:
     return job.finish()
 
 
-def _dry_rows(job: _Run, rows: Iterator[tuple[Record, Request | RowError, Entry | None]], *,
+def _dry_rows(job: _Run, rows: Iterable[tuple[Record, Request | RowError, Entry | None]], *,
               failed: FailedReport, requests: RequestsLog, progress: Progress) -> None:
     for record, result, entry in rows:
         if isinstance(result, Request):

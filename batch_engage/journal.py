@@ -280,24 +280,31 @@ class WriterError(Exception):
     """The journal's writer process failed in a way SQLite did not name."""
 
 
-def _writer_error(answer: bytes) -> Exception:
-    """The exception the writer process answered with, as its own type where SQLite has
-    it (``sqlite3.IntegrityError``, ``OperationalError`` for a full disk): the run stops
-    with the same message as when it committed in its own process."""
+def answered_error(answer: bytes, error: type[Exception], process: str, then: str
+                   ) -> Exception:
+    """The exception a helper process (the journal's writer, the ledger's looker) answered
+    with (``e`` and a JSON object), as its own type where SQLite has it
+    (``sqlite3.IntegrityError``, ``OperationalError`` for a full disk): the run stops with
+    the same message as when the work was done in its own process. Nothing answered: the
+    process ended, and ``then`` says how to go on."""
     if not answer:
-        return WriterError("the journal's writer process ended unexpectedly; the run "
-                           "stopped, and --resume continues it")
+        return error(f"{process} ended unexpectedly; {then}")
     try:
         found = json.loads(answer[1:])
-    except ValueError:  # not the writer's answer: a bug, or another process writing
-        return WriterError(f"the journal's writer process answered {answer[:80]!r}")
+    except ValueError:  # not the process's answer: a bug, or another process writing
+        return error(f"{process} answered {answer[:80]!r}")
     kind = getattr(sqlite3, found["type"], None)
     if isinstance(kind, type) and issubclass(kind, sqlite3.Error):
         return kind(found["message"])
-    return WriterError(f"{found['type']}: {found['message']}")
+    return error(f"{found['type']}: {found['message']}")
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _writer_error(answer: bytes) -> Exception:
+    return answered_error(answer, WriterError, "the journal's writer process",
+                          "the run stopped, and --resume continues it")
+
+
+def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
@@ -490,7 +497,7 @@ class Journal:
         self._batch = (ledger, waiters)
         head = HEADER.pack(*map(len, texts), 0.0 if ledger is None else ledger.at)
         with contextlib.suppress(OSError):  # the writer is gone: its answer (none) says so
-            _write_all(self._requests, head + b"".join(texts))
+            write_all(self._requests, head + b"".join(texts))
 
     def _answered(self) -> None:
         """The writer's answer: it is ready, or the batch is on disk, or it failed."""

@@ -65,6 +65,13 @@ def skipped_rows(out: Path) -> list[dict[str, str]]:
 # --- acceptance 1: two nights, new rows, --ledger-days ----------------------------------------
 
 
+def lookup(ledger: Ledger, keys: list[str]) -> dict[str, ledger_module.Entry]:
+    """What a send's look-up finds for ``keys`` (a send looks up in its own process)."""
+    looked = ledger.ask(list(keys), counting=False)
+    assert looked is not None
+    return ledger.entries(looked[1])
+
+
 def test_the_second_night_sends_nothing_then_only_the_new_rows_then_all_after_the_window(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -531,10 +538,10 @@ def test_a_request_not_acted_on_frees_its_claim_and_its_retry_claims_again(
     a.expect(2, "x@example.com", None)
     assert a.commit([(2, "sending", "")]) == {}
     a.commit([(2, None, "")])
-    assert a.lookup(["x@example.com"]) == {}
+    assert lookup(a, ["x@example.com"]) == {}
     assert a.commit([(2, "sending", "")]) == {}
     a.commit([(2, "ok", "")])
-    entry = a.lookup(["x@example.com"])["x@example.com"]
+    entry = lookup(a, ["x@example.com"])["x@example.com"]
     assert (entry.state, entry.row) == ("ok", 2)
     a.close()
 
@@ -555,13 +562,13 @@ def test_a_claim_over_an_entry_seen_at_the_look_up_replaces_it_as_on_its_way(
     path = tmp_path / "l.sqlite"
     engaged_by_another_run(path, tmp_path / "b", "x@example.com")
     a = Ledger(path, workflow_id=1, kind="email", days=None, run=tmp_path / "a")
-    seen = a.lookup(["x@example.com"])["x@example.com"]
+    seen = lookup(a, ["x@example.com"])["x@example.com"]
     a.expect(2, "x@example.com", seen)
     assert a.commit([(2, "sending", "")]) == {}
-    entry = a.lookup(["x@example.com"])["x@example.com"]
+    entry = lookup(a, ["x@example.com"])["x@example.com"]
     assert (entry.state, entry.run, entry.row) == ("sending", tmp_path / "a", 2)
     a.commit([(2, "api", "")])
-    assert a.lookup(["x@example.com"]) == {}
+    assert lookup(a, ["x@example.com"]) == {}
     a.close()
 
 
@@ -612,7 +619,7 @@ def test_a_claim_whose_write_fails_while_judged_rolls_back_and_raises_that_failu
     assert a._commit_db is not None
     real = a._commit_db
     a._commit_db = _FailingWrites(real)  # type: ignore[assignment]
-    a.expect(2, "x@example.com", a.lookup(["x@example.com"])["x@example.com"])
+    a.expect(2, "x@example.com", lookup(a, ["x@example.com"])["x@example.com"])
     with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
         a.commit([(2, "sending", "")])  # held at its look-up: judged under the write lock
     assert not real.in_transaction
@@ -643,7 +650,7 @@ def test_claims_on_profiles_nobody_held_take_no_write_lock_before_their_one_stat
     a.expect(3, "y@example.com", None)
     assert a.commit([(2, "sending", ""), (3, "sending", "")]) == {}
     assert judged == []
-    a.expect(4, "z@example.com", a.lookup(["z@example.com"])["z@example.com"])
+    a.expect(4, "z@example.com", lookup(a, ["z@example.com"])["z@example.com"])
     assert a.commit([(4, "sending", "")]) == {}  # over b's claim, as seen at the look-up
     assert judged == [[4]]
     a.close()
@@ -658,7 +665,7 @@ def test_a_claim_another_run_won_meanwhile_is_refused_and_names_that_run(
     path = tmp_path / "l.sqlite"
     a = Ledger(path, workflow_id=1, kind="email", days=None, run=tmp_path / "a")
     b = Ledger(path, workflow_id=1, kind="email", days=None, run=tmp_path / "b")
-    assert a.lookup(["x@example.com"]) == b.lookup(["x@example.com"]) == {}
+    assert lookup(a, ["x@example.com"]) == lookup(b, ["x@example.com"]) == {}
     a.expect(2, "x@example.com", None)
     b.expect(5, "x@example.com", None)
     assert b.commit([(5, "sending", "")]) == {}
@@ -668,11 +675,11 @@ def test_a_claim_another_run_won_meanwhile_is_refused_and_names_that_run(
         f"the run in {tmp_path / 'b'} was sending to this profile at the same time")
     # b's failure frees the profile; a claim made on what a saw then still loses to a change.
     b.commit([(5, "api", "")])
-    assert a.lookup(["x@example.com"]) == {}
+    assert lookup(a, ["x@example.com"]) == {}
     a.expect(2, "x@example.com", None)
     assert a.commit([(2, "sending", "")]) == {}
     a.commit([(2, "ok", "")])
-    entry = b.lookup(["x@example.com"])["x@example.com"]
+    entry = lookup(b, ["x@example.com"])["x@example.com"]
     assert (entry.state, entry.run) == ("ok", tmp_path / "a")
     a.close()
     b.close()
@@ -830,22 +837,24 @@ def test_a_file_that_is_not_a_ledger_is_a_usage_error(tmp_path: Path) -> None:
         "of a ledger file, or a new file name to start one")
 
 
-def test_look_ups_are_batched_and_the_batches_grow_from_one_row(tmp_path: Path) -> None:
+@pytest.mark.parametrize("counting", [False, True], ids=["send", "dry run"])
+def test_look_ups_are_batched_and_the_batches_grow_from_one_row(tmp_path: Path,
+                                                                counting: bool) -> None:
     """The first request does not wait for a batch of rows to be read."""
     ledger = Ledger(tmp_path / "l.sqlite", workflow_id=1, kind="email", days=None,
                     run=tmp_path / "a")
     ledger.expect(7, "k7@example.com", None)
     ledger.commit([(7, "sending", "")])
     sizes: list[int] = []
-    look_up = ledger.lookup_soon
+    ask = ledger.ask
 
-    def counting(keys: list[str], *, detail: bool = True) -> Any:
-        sizes.append(len(keys))
-        return look_up(keys, detail=detail)
+    def sized(identifiers: list[str | None], *, counting: bool) -> Any:
+        sizes.append(len(identifiers))
+        return ask(identifiers, counting=counting)
 
-    ledger.lookup_soon = counting  # type: ignore[method-assign]
+    ledger.ask = sized  # type: ignore[method-assign]
     items = iter([(i, _request(i)) for i in range(2000)])
-    out = list(ledger_module.LookedUp(items, ledger))
+    out = list(ledger_module.LookedUp(items, ledger, counting=counting))
     ledger.close()
     assert [i for i, _, _ in out] == list(range(2000))
     assert [i for i, _, entry in out if entry is not None] == [7]
@@ -854,12 +863,12 @@ def test_look_ups_are_batched_and_the_batches_grow_from_one_row(tmp_path: Path) 
     assert sum(sizes) == 2000
 
 
+@pytest.mark.parametrize("counting", [False, True], ids=["send", "dry run"])
 def test_look_ups_run_a_batch_ahead_and_every_row_read_is_handed_out_or_ahead(
-    tmp_path: Path
+    tmp_path: Path, counting: bool
 ) -> None:
-    """The next batch is on its way while one is handed out (the looking thread has time to
-    win the interpreter lock back), and a run that stops counts every row read and not
-    handed out as unsent."""
+    """The next batch is on its way while one is handed out (a dry run's looker has time to
+    answer it), and a run that stops counts every row read and not handed out as unsent."""
     ledger = Ledger(tmp_path / "l.sqlite", workflow_id=1, kind="email", days=None,
                     run=tmp_path / "a")
     read: list[int] = []
@@ -869,8 +878,9 @@ def test_look_ups_run_a_batch_ahead_and_every_row_read_is_handed_out_or_ahead(
             read.append(i)
             yield i, _request(i)
 
-    rows = ledger_module.LookedUp(source(), ledger)
-    handed = [next(rows)[0] for _ in range(5)]
+    rows = ledger_module.LookedUp(source(), ledger, counting=counting)
+    handing = iter(rows)
+    handed = [next(handing)[0] for _ in range(5)]
     ahead = rows.ahead()
     ledger.close()
     assert handed == [0, 1, 2, 3, 4]
@@ -895,8 +905,10 @@ def test_an_entry_exactly_ledger_days_old_still_counts(tmp_path: Path,
     monkeypatch.setattr(ledger_module, "now", lambda: 1_000_000.0 + 86_400)
     later = Ledger(tmp_path / "l.sqlite", workflow_id=1, kind="email", days=1, run=None)
     try:
-        assert later.lookup(["x@example.com"])["x@example.com"].counts
-        counted = later.looked(later.lookup_soon(["x@example.com"], detail=False).result())
-        assert counted == {"x@example.com": ledger_module.COUNTED}
+        assert lookup(later, ["x@example.com"])["x@example.com"].counts
+        [(_, _, counted)] = ledger_module.LookedUp(
+            iter([(2, Request(2, "x@example.com", b"{}", "x@example.com"))]), later,
+            counting=True)
+        assert counted is ledger_module.COUNTED
     finally:
         later.close()

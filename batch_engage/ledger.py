@@ -212,7 +212,7 @@ class _Looker:
         answers, answered = os.pipe()
         try:
             # A session of its own, as the journal's writer: a Ctrl-C at the terminal is the
-            # run's, and it may still need answers while it stops.
+            # run's to handle (the looker would print a traceback of its own).
             self._process = subprocess.Popen(
                 [sys.executable, "-I", "-S", _LOOKER, str(ledger.path),
                  str(ledger.workflow_id), ledger.kind, str(requests), str(answered)],
@@ -378,14 +378,6 @@ class Ledger:
         assert self._looker is not None
         return self._looker.answer()
 
-    def _thread_connection(self, pragma: str) -> sqlite3.Connection:
-        """A connection of its own for the run's writes (``commit``, ``written``); closed by
-        ``close``."""
-        db = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
-                             check_same_thread=False)
-        db.execute(pragma)
-        return db
-
     def _cutoff(self) -> float:
         return now() - self._days * 86_400 if self._days is not None else float("-inf")
 
@@ -485,8 +477,10 @@ class Ledger:
         self._healthy = False
 
     def _commit_connection(self) -> sqlite3.Connection:
-        if self._commit_db is None:  # see the module's docstring for NORMAL
-            self._commit_db = self._thread_connection("PRAGMA synchronous=NORMAL")
+        if self._commit_db is None:
+            self._commit_db = sqlite3.connect(self.path, isolation_level=None,
+                                              timeout=BUSY_TIMEOUT_MS / 1000)
+            self._commit_db.execute("PRAGMA synchronous=NORMAL")  # see the module's docstring
         return self._commit_db
 
     def _claim(self, db: sqlite3.Connection, claims: list[tuple[int, str, Entry | None]],
@@ -523,11 +517,12 @@ class Ledger:
 class LookedUp(Generic[T]):
     """The rows, each valid one with what the ledger holds for it, in order.
 
-    Rows are looked up a batch at a time by the ledger's looker process, ``LOOKUPS_AHEAD``
-    batches ahead of the rows handed out, while the next ones are read and mapped. The batch
-    grows from one row, so the first request does not wait for a batch to fill. Counting (a
-    dry run, which counts the engaged rows without listing them), an engaged row's entry is
-    ``COUNTED``, which names no run. Without a ledger, rows pass one by one.
+    Rows are looked up a batch at a time (``Ledger.ask``), ``LOOKUPS_AHEAD`` batches ahead of
+    the rows handed out: a dry run's looker process searches while the next ones are read
+    and mapped. The batch grows from one row, so the first request does not wait for a
+    batch to fill. Counting (a dry run, which counts the engaged rows without listing them),
+    an engaged row's entry is ``COUNTED``, which names no run. Without a ledger, rows pass
+    one by one.
     """
 
     def __init__(self, items: Iterator[tuple[T, Request | RowError]], ledger: Ledger | None,

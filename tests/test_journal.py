@@ -604,6 +604,8 @@ def test_an_error_sqlite_does_not_name_comes_back_as_the_writers(tmp_path: Path)
     assert str(_writer_error(b'e{"type": "MemoryError", "message": "out"}')) == (
         "MemoryError: out")
     assert str(_writer_error(b"zz")) == "the journal's writer process answered b'zz'"
+    assert str(_writer_error(b"z" * 200)) == (
+        f"the journal's writer process answered {b'z' * 80!r}")
     failure = _writer_error(b'e{"type": "OperationalError", "message": "disk is full"}')
     assert isinstance(failure, sqlite3.OperationalError)
     assert str(failure) == "disk is full"

@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -654,6 +655,27 @@ def test_claims_on_profiles_nobody_held_take_no_write_lock_before_their_one_stat
     assert a.commit([(4, "sending", "")]) == {}  # over b's claim, as seen at the look-up
     assert judged == [[4]]
     a.close()
+
+
+def test_a_commit_waits_for_another_run_s_lock_only_as_long_as_the_busy_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Long enough for another run's commit, not for ever: past it, the commit fails."""
+    monkeypatch.setattr(ledger_module, "BUSY_TIMEOUT_MS", 200)
+    path = tmp_path / "l.sqlite"
+    a = Ledger(path, workflow_id=1, kind="email", days=None, run=tmp_path / "a")
+    a.expect(2, "x@example.com", None)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another run, writing
+    released = threading.Timer(2.0, other.execute, ("COMMIT",))
+    released.start()
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            a.commit([(2, "sending", "")])
+    finally:
+        released.join()
+        other.close()
+        a.close()
 
 
 # --- two runs at once on one ledger -----------------------------------------------------------

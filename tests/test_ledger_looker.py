@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from batch_engage import ledger as ledger_module
+from batch_engage import ledger_looker
 from batch_engage.ledger import COUNTED, Entry, Ledger, LookedUp, LookerError
 from batch_engage.mapper import Request, RowError
 
@@ -197,3 +199,48 @@ def test_closing_the_ledger_ends_its_looker(tmp_path: Path) -> None:
     process = ledger._looker._process
     ledger.close()
     assert process.returncode is not None
+
+
+def test_while_the_looker_starts_the_run_looks_its_first_batches_up_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small file's dry run does not wait for the looker to start; once it has, the
+    batches are its."""
+    slow = tmp_path / "slow_looker.py"
+    slow.write_text(
+        "import runpy, sys, time\n"
+        "time.sleep(1)\n"
+        f"runpy.run_path({ledger_module._LOOKER!r}, run_name='__main__')\n", "utf-8")
+    monkeypatch.setattr(ledger_module, "_LOOKER", str(slow))
+    ledger = Ledger(ledger_of(tmp_path / "l.sqlite", [("a@example.com", "ok", NOW)]),
+                    workflow_id=1, kind="email", days=None, run=None)
+    try:
+        assert ledger.ask(["a@example.com", None], counting=True) == (b"\x01\x00", "[]")
+        looker = ledger._looker
+        assert looker is not None
+        while not looker._is_ready():
+            time.sleep(0.005)
+        assert ledger.ask(["a@example.com"], counting=True) is None
+        assert ledger.answer()[0] == b"\x01"
+    finally:
+        ledger.close()
+
+
+@pytest.mark.parametrize("flag", [ledger_looker.NONE, ledger_looker.ENTRY],
+                         ids=["flags only", "with entries"])
+def test_an_answer_with_fewer_flags_than_rows_stops_the_run_instead_of_dropping_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: int
+) -> None:
+    def one_short(*args: object, **kwargs: object) -> tuple[bytes, str]:
+        names = json.loads(str(args[3]))
+        return bytes([flag] * (len(names) - 1)), json.dumps(
+            [[name, "sending", 7, 2, "1.0"] for name in names])
+
+    ledger = Ledger(ledger_of(tmp_path / "l.sqlite", []), workflow_id=1, kind="email",
+                    days=None, run=None)
+    monkeypatch.setattr(ledger_module, "look", one_short)
+    try:
+        with pytest.raises(ValueError, match="zip"):
+            list(LookedUp(rows("k0@example.com", "k1@example.com"), ledger))
+    finally:
+        ledger.close()

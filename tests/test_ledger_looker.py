@@ -232,8 +232,9 @@ def test_an_answer_with_fewer_flags_than_rows_stops_the_run_instead_of_dropping_
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: int
 ) -> None:
     def one_short(*args: object, **kwargs: object) -> tuple[bytes, str]:
+        """The first batch (one row) answered right, the next one flag short."""
         names = json.loads(str(args[3]))
-        return bytes([flag] * (len(names) - 1)), json.dumps(
+        return bytes([flag] * max(1, len(names) - 1)), json.dumps(
             [[name, "sending", 7, 2, "1.0"] for name in names])
 
     ledger = Ledger(ledger_of(tmp_path / "l.sqlite", []), workflow_id=1, kind="email",
@@ -241,6 +242,6 @@ def test_an_answer_with_fewer_flags_than_rows_stops_the_run_instead_of_dropping_
     monkeypatch.setattr(ledger_module, "look", one_short)
     try:
         with pytest.raises(ValueError, match="zip"):
-            list(LookedUp(rows("k0@example.com", "k1@example.com"), ledger))
+            list(LookedUp(rows("k0@example.com", "k1@example.com", "k2@example.com"), ledger))
     finally:
         ledger.close()

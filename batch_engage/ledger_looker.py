@@ -38,7 +38,9 @@ ANSWER = struct.Struct("<II")
 """After ``k``: the byte lengths of the flags and of the entries' JSON text."""
 READY = b"r"
 BUSY_TIMEOUT_S = 60.0
+"""As the run's own connections: a reader waits only while SQLite recovers a WAL."""
 MAX_MESSAGE = 500
+"""An error's message is cut to this many characters, as the journal's writer cuts its."""
 
 # The identifiers go in as one JSON text and the entries come back as one: a single step
 # of SQLite's, without an object per identifier or per entry on the way. ``at`` travels as

@@ -371,8 +371,8 @@ class Ledger:
                 self._looker = _Looker(self)
             if self._looker.ask(text, cutoff):
                 return None
-        return look(self._db, self.workflow_id, self.kind, text.decode(), counting=counting,
-                    cutoff=cutoff)
+        return look(self._db, self.workflow_id, self.kind, identifiers, text.decode(),
+                    counting=counting, cutoff=cutoff)
 
     def answer(self) -> Looked:
         assert self._looker is not None

@@ -65,9 +65,11 @@ def connect(path: str) -> sqlite3.Connection:
     return db
 
 
-def look(db: sqlite3.Connection, workflow_id: int, kind: str, identifiers: str, *,
-         counting: bool, cutoff: float) -> tuple[bytes, str]:
-    """The flags of ``identifiers`` (a JSON array), and the entries marked ``ENTRY``.
+def look(db: sqlite3.Connection, workflow_id: int, kind: str,
+         names: list[str | None], identifiers: str, *, counting: bool, cutoff: float
+         ) -> tuple[bytes, str]:
+    """The flags of ``names`` (``identifiers``: the same as a JSON array), and the entries
+    marked ``ENTRY``.
 
     Counting (a dry run): an entry older than ``cutoff`` is ``NONE``, an engagement is
     ``ENGAGED``, and only the claims of runs that may still be sending come in full (their
@@ -80,7 +82,6 @@ def look(db: sqlite3.Connection, workflow_id: int, kind: str, identifiers: str, 
     else:
         (found,) = db.execute(EVERY_ENTRY, (workflow_id, kind, identifiers)).fetchone()
         engaged = set()
-    names = json.loads(identifiers)
     if found == "[]":  # most batches
         return bytes([name in engaged for name in names]), found
     full = {entry[0] for entry in json.loads(found)}
@@ -114,8 +115,8 @@ def serve(path: str, workflow_id: int, kind: str, requests: int, answers: int) -
                          daemon=True).start()
         while (batch := batches.get()) is not None:
             try:
-                flags, found = look(db, workflow_id, kind, batch[1], counting=True,
-                                    cutoff=batch[0])
+                flags, found = look(db, workflow_id, kind, json.loads(batch[1]), batch[1],
+                                    counting=True, cutoff=batch[0])
             except Exception as e:
                 _answer(answers, _error(e))
                 return

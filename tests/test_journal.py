@@ -298,6 +298,19 @@ def test_results_ride_along_with_the_next_commit_and_forget_removes_a_row(
     asyncio.run(write())
 
 
+async def two_marks_behind_a_lock(journal: Journal, holder: sqlite3.Connection
+                                  ) -> tuple[asyncio.Task[str | None], asyncio.Task[str | None]]:
+    """The writer started, then ``holder`` takes the journal's write lock: row 2's mark is
+    handed over and waits for it, and row 3's is made while it does."""
+    await started(journal)
+    holder.execute("BEGIN IMMEDIATE")
+    first = asyncio.create_task(journal.sending(2, "a@example.com"))
+    await asyncio.sleep(0.2)  # the loop runs on while the first commit waits
+    second = asyncio.create_task(journal.sending(3, "b@example.com"))
+    await asyncio.sleep(0.2)
+    return first, second
+
+
 def test_the_loop_goes_on_while_a_commit_waits_and_later_marks_form_the_next(
     tmp_path: Path
 ) -> None:
@@ -309,12 +322,7 @@ def test_the_loop_goes_on_while_a_commit_waits_and_later_marks_form_the_next(
 
     async def mark() -> None:
         with journal_in(tmp_path) as journal:
-            await started(journal)
-            holder.execute("BEGIN IMMEDIATE")
-            first = asyncio.create_task(journal.sending(2, "a@example.com"))
-            await asyncio.sleep(0.2)  # the loop runs on while the first commit waits
-            second = asyncio.create_task(journal.sending(3, "b@example.com"))
-            await asyncio.sleep(0.2)
+            first, second = await two_marks_behind_a_lock(journal, holder)
             assert not first.done()
             assert not second.done()
             holder.execute("COMMIT")
@@ -362,12 +370,7 @@ def test_a_row_cancelled_before_its_mark_is_handed_over_is_never_written(
 
     async def mark() -> None:
         with journal_in(tmp_path) as journal:
-            await started(journal)
-            holder.execute("BEGIN IMMEDIATE")
-            first = asyncio.create_task(journal.sending(2, "a@example.com"))
-            await asyncio.sleep(0.1)
-            second = asyncio.create_task(journal.sending(3, "b@example.com"))
-            await asyncio.sleep(0.1)
+            first, second = await two_marks_behind_a_lock(journal, holder)
             second.cancel()
             holder.execute("COMMIT")
             await asyncio.wait_for(first, 5)

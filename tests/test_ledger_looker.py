@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -73,17 +73,24 @@ def test_a_dry_run_s_look_ups_through_the_looker_are_the_run_s_own(
             expected = list(LookedUp(rows(*keys), in_run, counting=True))
     finally:
         in_run.close()
-    ledger = Ledger(path, workflow_id=1, kind="email", days=1, run=None)
-    try:
-        ready(ledger)
-        monkeypatch.setattr(ledger_module, "look", _refused)
-        found = list(LookedUp(rows(*keys), ledger, counting=True))
-    finally:
-        ledger.close()
+    found = through_the_looker(path, keys, monkeypatch, days=1)
     assert found == expected
     assert [entry for _, _, entry in found] == [
         COUNTED, None, None, None,
         Entry("sending", Path("/gone/run"), 2, NOW - 60, 7, True), COUNTED, None]
+
+
+def through_the_looker(path: Path, keys: Sequence[str | None], monkeypatch: pytest.MonkeyPatch, *,
+                       days: float | None) -> list[tuple[int, Request | RowError, Entry | None]]:
+    """A dry run's rows of ``keys``, every batch looked up by a ready looker (a look-up in
+    the run's own process fails the test)."""
+    ledger = Ledger(path, workflow_id=1, kind="email", days=days, run=None)
+    try:
+        ready(ledger)
+        monkeypatch.setattr(ledger_module, "look", _refused)
+        return list(LookedUp(rows(*keys), ledger, counting=True))
+    finally:
+        ledger.close()
 
 
 def _refused(*args: object, **kwargs: object) -> None:
@@ -99,13 +106,7 @@ def test_long_identifiers_and_long_answers_block_neither_the_run_nor_the_looker(
     monkeypatch.setattr(ledger_module, "now", lambda: NOW)
     keys = [f"{i:05d}{'x' * 3000}@example.com" for i in range(600)]
     path = ledger_of(tmp_path / "l.sqlite", [(key, "sending", NOW) for key in keys])
-    ledger = Ledger(path, workflow_id=1, kind="email", days=None, run=None)
-    try:
-        ready(ledger)
-        monkeypatch.setattr(ledger_module, "look", _refused)
-        found = list(LookedUp(rows(*keys), ledger, counting=True))
-    finally:
-        ledger.close()
+    found = through_the_looker(path, keys, monkeypatch, days=None)
     assert len(found) == len(keys)
     assert all(entry is not None and entry.state == "sending" for _, _, entry in found)
 
@@ -231,9 +232,9 @@ def test_while_the_looker_starts_the_run_looks_its_first_batches_up_itself(
 def test_an_answer_with_fewer_flags_than_rows_stops_the_run_instead_of_dropping_rows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: int
 ) -> None:
-    def one_short(*args: object, **kwargs: object) -> tuple[bytes, str]:
+    def one_short(db: object, workflow_id: int, kind: str, names: list[str | None],
+                  *args: object, **kwargs: object) -> tuple[bytes, str]:
         """The first batch (one row) answered right, the next one flag short."""
-        names = json.loads(str(args[3]))
         return bytes([flag] * max(1, len(names) - 1)), json.dumps(
             [[name, "sending", 7, 2, "1.0"] for name in names])
 
